@@ -1,0 +1,104 @@
+"""``lorasweep`` command line: each subcommand is one library call.  Bad input exits with code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lorasweep.errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lorasweep", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+        s = sub.add_parser(name, help=help)
+        s.add_argument("config", help="study YAML file")
+        s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seeds=[0]")
+        return s
+
+    with_config("run", "the whole study: sweep, evaluation, report (re-run to resume)")
+    t = with_config("train", "one trial (defaults: the first value of each grid axis)")
+    t.add_argument("--method")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int)
+    with_config("plan", "dry run: trial grid, batch splits, steps, warmup, tokens")
+    sub.add_parser("status", help="trials by state").add_argument("run_dir")
+    sub.add_parser("report", help="(re)build the report from results on disk").add_argument("run_dir")
+    b = sub.add_parser("build-default-model", help="regenerate the embedded TinyWorld base model")
+    b.add_argument("--out", default=None)
+    b.add_argument("--steps", type=int, default=2500)
+    sub.add_parser("config-help", help="every config key with its default and meaning")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from lorasweep import study
+    from lorasweep.config import load_config
+
+    if args.command == "config-help":
+        from lorasweep.config import field_help
+
+        for key, default, help in field_help():
+            print(f"{key:<32} {default!s:<28} {help}")
+        return 0
+    if args.command == "build-default-model":
+        import torch
+
+        from lorasweep import default_model
+
+        torch.set_num_threads(2)
+        out = default_model.build(Path(args.out) if args.out else default_model.ASSET_DIR, steps=args.steps)
+        print(f"wrote {out}")
+        return 0
+    if args.command == "status":
+        print(study.status_table(Path(args.run_dir)))
+        return 0
+    if args.command == "report":
+        from lorasweep.report.render import build_report
+
+        cfg = study.load_study(Path(args.run_dir))
+        r = cfg.report
+        print(build_report(Path(args.run_dir), r.metric, r.reference_batch_size, r.reference_lr))
+        return 0
+
+    cfg = load_config(args.config, args.overrides)
+    if args.command == "plan":
+        print(study.format_plan(cfg, *study.plan(cfg)))
+    elif args.command == "run":
+        study.run(cfg)
+    elif args.command == "train":
+        from lorasweep.sweep.grid import Trial
+        from lorasweep.sweep.local import trial_dir
+        from lorasweep.sweep.trial import run_trial
+
+        trial = Trial(
+            args.method or cfg.adapter.methods[0],
+            args.batch_size or cfg.train.batch_sizes[0],
+            args.lr or cfg.train.learning_rates[0],
+            args.seed if args.seed is not None else cfg.train.seeds[0],
+        )
+        out = trial_dir(Path(cfg.output_dir), trial)
+        record = run_trial(cfg, trial, out)
+        print(f"{trial.id}: {record['state']} -> {out}")
+        return 0 if record["state"] != "failed" else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

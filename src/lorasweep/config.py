@@ -1,0 +1,335 @@
+"""The study config: one typed schema, YAML loading with line numbers, ``key=value`` overrides.
+
+Defaults live here in code; every field's ``help`` is its documentation (``lorasweep config-help``
+prints them).  Errors name the key (``train.batch_sizes[2]``), the file and line where the YAML has
+one, and suggest the nearest valid key.  Values are checked here only for what can be checked without
+loading anything (types, ranges, registry names); builders validate the rest where it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lorasweep.errors import ConfigError
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ModelConfig:
+    source: str = _f("builtin:tinyworld", "base model: Hugging Face id, local folder, or builtin:tinyworld")
+    dtype: str = _f("float32", "weights dtype for training", choices=("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("builtin:tinyworld", "training data source (builtin:tinyworld, or a .jsonl file)")
+    num_train: int = _f(3072, "use the first N training rows (the fixed data budget per epoch)", min=1)
+    template: str = _f("plain", "prompt template", choices=("plain", "alpaca"))
+    max_seq_len: int = _f(128, "truncate prompt+response to this many tokens", min=8)
+
+
+@dataclass
+class EvalConfig:
+    tasks: list[str] = _f(["gsm8k"], "evaluators to run on every trial")
+    data: str = _f("builtin:tinyworld", "evaluation data source (builtin:tinyworld, or a .jsonl file)")
+    num_examples: int = _f(256, "evaluate on the first N test rows", min=1)
+    max_new_tokens: int = _f(32, "greedy generation length limit", min=1)
+    batch_size: int = _f(64, "generation batch size (pinned: it changes greedy results)", min=1)
+    heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
+
+
+@dataclass
+class AdapterConfig:
+    methods: list[str] = _f(["lora", "pissa", "milora"], "adapter methods (registry names)")
+    rank: int = _f(8, "adapter rank r", min=1)
+    alpha: float = _f(16.0, "LoRA alpha; scaling = alpha / r (alpha / sqrt(r) with rslora)", gt=0)
+    dropout: float = _f(0.0, "LoRA dropout", min=0, lt=1)
+    target_modules: list[str] = _f(ALL_LINEAR, "module names that get an adapter")
+    pissa_niter: int | None = _f(
+        None, "PiSSA: randomised SVD with N subspace iterations (null = full SVD; MiLoRA always full)", min=1
+    )
+    use_rslora: bool = _f(False, "rank-stabilised scaling alpha / sqrt(r)")
+
+
+@dataclass
+class TrainConfig:
+    batch_sizes: list[int] = _f([4, 8, 16, 64, 128, 512], "effective batch sizes to sweep", min=1)
+    learning_rates: list[float] = _f([1e-3, 3e-3, 1e-2], "learning rates to sweep", gt=0)
+    seeds: list[int] = _f([0, 1], "seeds (data order, adapter init, dropout)", min=0)
+    epochs: int = _f(1, "passes over the training data (the fixed data budget)", min=1)
+    scheduler: str = _f("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
+    warmup_ratio: float = _f(0.03, "warmup steps = ceil(ratio x optimizer steps)", min=0, lt=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay", min=0)
+    max_grad_norm: float | None = _f(1.0, "gradient clipping (null = off)", gt=0)
+    max_micro_batch: int = _f(64, "largest micro-batch per device; accumulation is derived", min=1)
+    divergence_factor: float = _f(10.0, "stop as diverged when loss exceeds this x the first loss", gt=1)
+
+
+@dataclass
+class SweepConfig:
+    backend: str = _f("local", "where trials run", choices=("local", "inprocess"))
+    workers: int = _f(2, "local worker processes", min=1)
+    threads_per_worker: int = _f(1, "torch threads per worker (1 is fastest on small CPUs)", min=1)
+
+
+@dataclass
+class ReportConfig:
+    metric: str = _f("gsm8k.strict", "metric that picks the best LR and is plotted")
+    reference_batch_size: int | None = _f(None, "reference config batch size (null = 128 if swept)")
+    reference_lr: float | None = _f(None, "reference config LR (null = the middle of the grid)")
+
+
+@dataclass
+class StudyConfig:
+    name: str = _f("study", "study name")
+    output_dir: str = _f("runs/study", "run directory (results, report)")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+# ---------------------------------------------------------------- YAML with line numbers
+
+
+def _node_to_python(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
+    lines[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for k, v in node.value:
+            key = str(k.value)
+            out[key] = _node_to_python(v, f"{prefix}.{key}" if prefix else key, lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_node_to_python(v, f"{prefix}[{i}]", lines) for i, v in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def _read_yaml(path: Path) -> tuple[dict, dict[str, int]]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config: {e.strerror}", str(path)) from e
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"invalid YAML: {getattr(e, 'problem', e)}", where) from e
+    lines: dict[str, int] = {}
+    data = _node_to_python(node, "", lines) if node is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a mapping of keys to values", f"{path}:1")
+    return data, lines
+
+
+# ---------------------------------------------------------------- typed construction
+
+
+def _strip_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    tp, optional = _strip_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError("must not be null", key)
+    if typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            value = [value]  # a scalar where a list is expected means a one-element grid
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"must be true or false, got {value!r}", key)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"must be an integer, got {value!r}", key)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"must be a number, got {value!r}", key)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"must be a string, got {value!r}", key)
+    raise TypeError(f"unsupported config type {tp} at {key}")
+
+
+def _check_range(value: Any, meta: dict, key: str) -> None:
+    items = value if isinstance(value, list) else [value]
+    for i, v in enumerate(items):
+        k = f"{key}[{i}]" if isinstance(value, list) else key
+        if v is None:
+            continue
+        if "choices" in meta and v not in meta["choices"]:
+            raise ConfigError(
+                f"must be one of {', '.join(meta['choices'])}; got {v!r}{_nearest(v, meta['choices'])}", k
+            )
+        if "min" in meta and v < meta["min"]:
+            raise ConfigError(f"must be >= {meta['min']}, got {v}", k)
+        if "gt" in meta and v <= meta["gt"]:
+            raise ConfigError(f"must be > {meta['gt']}, got {v}", k)
+        if "lt" in meta and v >= meta["lt"]:
+            raise ConfigError(f"must be < {meta['lt']}, got {v}", k)
+
+
+def _nearest(name: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _build(cls: type, data: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"unknown key{_nearest(full, _all_keys(cls, prefix))}", full)
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"must be a mapping (section), got {value!r}", full)
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+            _check_range(kwargs[key], fields[key].metadata, full)
+            if isinstance(kwargs[key], list) and not kwargs[key]:
+                raise ConfigError("must not be empty", full)
+    return cls(**kwargs)
+
+
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _all_keys(tp, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def field_help(cls: type = StudyConfig) -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every leaf key: the config's documentation."""
+    default = cls()
+    rows = []
+    for key in _all_keys(cls):
+        v = default
+        for part in key.split("."):
+            v = getattr(v, part)
+        owner = default
+        for part in key.split(".")[:-1]:
+            owner = getattr(owner, part)
+        meta = {f.name: f.metadata for f in dataclasses.fields(owner)}[key.split(".")[-1]]
+        rows.append((key, v, meta.get("help", "")))
+    return rows
+
+
+# ---------------------------------------------------------------- overrides and cross-field checks
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one ``dotted.key=value`` (value parsed as YAML) to a nested dict, in place."""
+    if "=" not in item:
+        raise ConfigError(f"override must look like key=value, got {item!r}", "command line")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError("is not a section", key)
+    node[parts[-1]] = value
+
+
+def _cross_checks(cfg: StudyConfig) -> None:
+    from lorasweep.adapters import METHODS
+    from lorasweep.evals import EVALUATORS
+
+    for i, m in enumerate(cfg.adapter.methods):
+        if m not in METHODS:
+            raise ConfigError(
+                f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{_nearest(m, METHODS)}",
+                f"adapter.methods[{i}]",
+            )
+    for i, t in enumerate(cfg.eval.tasks):
+        if t not in EVALUATORS:
+            raise ConfigError(
+                f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{_nearest(t, EVALUATORS)}",
+                f"eval.tasks[{i}]",
+            )
+    for name in ("batch_sizes", "learning_rates", "seeds"):
+        values = getattr(cfg.train, name)
+        if len(set(values)) != len(values):
+            raise ConfigError("contains duplicates", f"train.{name}")
+    if cfg.adapter.rank > 4096:
+        raise ConfigError(f"rank {cfg.adapter.rank} is larger than any supported layer", "adapter.rank")
+    task = cfg.report.metric.split(".")[0]
+    if task not in cfg.eval.tasks and task != "heldout":
+        raise ConfigError(f"metric task {task!r} is not in eval.tasks {cfg.eval.tasks}", "report.metric")
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> StudyConfig:
+    """Read, override, type-check and validate a study config; raises ConfigError naming the key."""
+    data, lines = _read_yaml(Path(path)) if path is not None else ({}, {})
+    for item in overrides:
+        apply_override(data, item)
+    try:
+        cfg = _build(StudyConfig, data, "")
+        _cross_checks(cfg)
+    except ConfigError as e:
+        key = e.where or ""
+        line = _line_for(key, lines)
+        if path is not None and line:
+            raise ConfigError(e.message, f"{path}:{line}: {key}") from None
+        raise
+    return cfg
+
+
+def _line_for(key: str, lines: dict[str, int]) -> int | None:
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key.rsplit("[", 1)[0] if key.endswith("]") else key.rsplit(".", 1)[0] if "." in key else ""
+    return None
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> StudyConfig:
+    return _build(StudyConfig, data, "")

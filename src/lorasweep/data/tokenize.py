@@ -1,0 +1,44 @@
+"""Tokenise (prompt, response) pairs with the prompt masked out, and pad micro-batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    n_prompt: int  # tokens before the response; labels are input_ids with these masked
+
+    @property
+    def n_label_tokens(self) -> int:
+        """Tokens whose prediction is trained: every response token (predicted from its predecessor)."""
+        return len(self.input_ids) - max(self.n_prompt, 1)
+
+
+def encode(tokenizer, prompt: str, response: str, max_len: int) -> Encoded:
+    """BOS + prompt + response + EOS, truncated to ``max_len``; prompt and response tokenised apart
+    so the boundary is exact."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = (bos + p + r)[:max_len]
+    return Encoded(ids, min(len(bos) + len(p), len(ids)))
+
+
+def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (prompt and padding = IGNORE)."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        mask[i, :n] = 1
+        labels[i, e.n_prompt : n] = ids[i, e.n_prompt : n]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

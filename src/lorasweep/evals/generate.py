@@ -1,0 +1,38 @@
+"""Batched greedy generation with a pinned batch size (it changes greedy results: padding numerics)."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions of ``prompts`` in order, each cut at EOS; left padding, fixed batches."""
+    device = next(model.parameters()).device
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    pad = tokenizer.pad_token_id
+    out: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        encoded = [
+            bos + tokenizer(p, add_special_tokens=False)["input_ids"]
+            for p in prompts[start : start + batch_size]
+        ]
+        width = max(map(len, encoded))
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, e in enumerate(encoded):
+            ids[i, width - len(e) :] = torch.tensor(e)
+            mask[i, width - len(e) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=pad,
+        )
+        for row in gen[:, width:].tolist():
+            if tokenizer.eos_token_id in row:
+                row = row[: row.index(tokenizer.eos_token_id)]
+            out.append(tokenizer.decode(row, skip_special_tokens=True))
+    return out

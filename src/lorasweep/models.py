@@ -1,0 +1,68 @@
+"""Load a base model and its tokenizer: Hugging Face id, local folder, or ``builtin:tinyworld``.
+
+dtype and device are decided here only.  The built-in model is a regular model folder shipped in the
+package (``lorasweep build-default-model`` regenerates it), loaded through the same ``from_pretrained``
+path as any hub model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lorasweep.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_source(source: str) -> str:
+    if source == "builtin:tinyworld":
+        from lorasweep.default_model import ASSET_DIR
+
+        if not (ASSET_DIR / "model.safetensors").exists():
+            raise UserError(
+                f"the built-in model is missing from {ASSET_DIR}; run `lorasweep build-default-model`"
+            )
+        return str(ASSET_DIR)
+    if source.startswith("builtin:"):
+        raise UserError(f"unknown built-in model {source!r}; valid: builtin:tinyworld", "model.source")
+    return source
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_source(source)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise UserError(_not_found(source, e), "model.source") from None
+    if tok.pad_token_id is None:  # Llama-2 has none; padding is masked anyway
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base(source: str, dtype: str = "float32", device: str | torch.device = "cpu"):
+    """(model, tokenizer) in ``dtype`` on ``device``, in eval mode, all weights frozen by the adapter."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_source(source)
+    tok = load_tokenizer(source)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    except OSError as e:
+        raise UserError(_not_found(source, e), "model.source") from None
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def _not_found(source: str, err: Exception) -> str:
+    if Path(source).exists():
+        return f"cannot load model folder {source}: {err}"
+    return (
+        f"cannot load {source!r}: not a local folder, and the Hugging Face hub is unreachable or "
+        f"has no such model ({type(err).__name__}). Download it elsewhere and point model.source "
+        "at the folder."
+    )

@@ -1,0 +1,50 @@
+"""Read a run directory into flat rows (one per trial); the report needs nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lorasweep import results
+from lorasweep.errors import UserError
+
+
+def metric_value(metrics: dict, metric: str) -> float | None:
+    """``"gsm8k.strict"`` -> metrics["gsm8k"]["strict"]."""
+    node = metrics
+    for part in metric.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def load_trials(run_dir: Path, metric: str) -> list[dict]:
+    trials_dir = run_dir / "trials"
+    if not trials_dir.is_dir():
+        raise UserError("not a lorasweep run directory (no trials/ folder)", str(run_dir))
+    rows = []
+    for d in sorted(p for p in trials_dir.iterdir() if p.is_dir()):
+        state = results.read_state(d)
+        if not (d / "config.json").exists():
+            continue
+        trial = results.read_json(d / "config.json")["trial"]
+        metrics = results.read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
+        status = results.read_json(d / "status.json") if (d / "status.json").exists() else {}
+        rows.append(
+            {
+                **trial,
+                "id": d.name,
+                "state": state,
+                "value": metric_value(metrics, metric) if state == "completed" else None,
+                "heldout_loss": metric_value(metrics, "heldout.loss"),
+                "steps": status.get("steps"),
+                "diverged_at": status.get("diverged_at"),
+                "seconds": status.get("seconds"),
+            }
+        )
+    return rows
+
+
+def load_baseline(run_dir: Path, metric: str) -> float | None:
+    path = run_dir / "baseline" / "metrics.json"
+    return metric_value(results.read_json(path), metric) if path.exists() else None

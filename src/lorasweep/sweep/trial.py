@@ -1,0 +1,170 @@
+"""One trial: (method, batch size, LR, seed) -> a self-describing trial directory.
+
+The single trial function every backend calls (in-process, local workers, later Ray).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from lorasweep import results
+from lorasweep.config import StudyConfig, to_dict
+from lorasweep.sweep.grid import Trial
+
+
+def trial_config(cfg: StudyConfig, trial: Trial) -> dict:
+    """What a trial's result depends on: the study config and the trial's grid point."""
+    return {"study": to_dict(cfg), "trial": trial.as_dict()}
+
+
+@functools.lru_cache(maxsize=4)
+def _encoded_train(source: str, model_source: str, n: int, template: str, max_len: int):
+    from lorasweep.data import sources, templates
+    from lorasweep.data.tokenize import encode
+    from lorasweep.models import load_tokenizer
+
+    tok = load_tokenizer(model_source)
+    rows = sources.load_rows(source, "train", n)
+    return [encode(tok, *templates.render(template, r["question"], r["answer"]), max_len) for r in rows]
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_rows(source: str, n: int) -> list[dict]:
+    from lorasweep.data import sources
+
+    return sources.load_rows(source, "test", n)
+
+
+def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate one trial into ``trial_dir`` (cleared first); return its status record.
+
+    Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
+    so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
+    """
+    if trial_dir.exists():
+        shutil.rmtree(trial_dir)
+    trial_dir.mkdir(parents=True)
+    started = time.time()
+    results.atomic_write_json(trial_dir / "config.json", trial_config(cfg, trial))
+    results.write_status(trial_dir, "running", started=started)
+    try:
+        outcome = _train_and_evaluate(cfg, trial, trial_dir, log)
+    except Exception as e:  # recorded, not raised: one bad trial must not stop a sweep
+        tb = traceback.format_exc()
+        results.atomic_write_text(trial_dir / "error.txt", tb)
+        record = {
+            "state": "failed",
+            "error": f"{type(e).__name__}: {e}",
+            "started": started,
+            "seconds": time.time() - started,
+        }
+        results.write_status(trial_dir, **record)
+        return record
+    record = {"started": started, "seconds": time.time() - started, **outcome}
+    results.write_status(trial_dir, **record)
+    return record
+
+
+def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) -> dict:
+    from accelerate import Accelerator
+
+    from lorasweep import adapters, evals, models
+    from lorasweep.data import tokenize
+    from lorasweep.evals.heldout import heldout_loss
+    from lorasweep.train import batching, loop
+
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(trial.seed)
+    model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device)
+    train_set = _encoded_train(
+        cfg.data.train, cfg.model.source, cfg.data.num_train, cfg.data.template, cfg.data.max_seq_len
+    )
+    spec = adapters.AdapterSpec(
+        rank=cfg.adapter.rank,
+        alpha=cfg.adapter.alpha,
+        dropout=cfg.adapter.dropout,
+        target_modules=tuple(cfg.adapter.target_modules),
+        seed=trial.seed,
+        use_rslora=cfg.adapter.use_rslora,
+        pissa_niter=cfg.adapter.pissa_niter,
+    )
+    model = adapters.attach(trial.method, model, spec)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
+    if accelerator.is_main_process:
+        log(f"[{trial.id}] {split.describe()}")
+    model = accelerator.prepare_model(model)
+    timings["setup"] = time.perf_counter() - t
+
+    train_spec = loop.TrainSpec(
+        split=split,
+        lr=trial.lr,
+        seed=trial.seed,
+        epochs=cfg.train.epochs,
+        scheduler=cfg.train.scheduler,
+        warmup_ratio=cfg.train.warmup_ratio,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm,
+        divergence_factor=cfg.train.divergence_factor,
+    )
+    with (trial_dir / "steps.jsonl").open("w") as steplog:
+
+        def on_step(record: dict) -> None:
+            steplog.write(json.dumps(record) + "\n")
+            steplog.flush()
+
+        result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step)
+    timings["train"] = result.seconds
+    unwrapped = accelerator.unwrap_model(model)
+    train_metrics = {
+        "steps": result.steps_done,
+        "total_steps": result.total_steps,
+        "warmup_steps": result.warmup_steps,
+        "label_tokens": result.label_tokens,
+        "input_tokens": result.input_tokens,
+        "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
+        "final_loss": result.losses[-1] if result.losses else None,
+        "trainable_parameters": n_trainable,
+        "split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
+    }
+    metrics: dict = {"train": train_metrics}
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(trial_dir / "adapter")
+    if result.status == "completed" and accelerator.is_main_process:
+        t = time.perf_counter()
+        merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
+        merged.eval()
+        rows = _eval_rows(cfg.eval.data, cfg.eval.num_examples)
+        settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+        for task in cfg.eval.tasks:
+            metrics[task] = evals.evaluate(task, merged, tok, rows, settings, trial_dir / "eval")
+        if cfg.eval.heldout_loss:
+            from lorasweep.data import templates
+
+            enc = [
+                tokenize.encode(
+                    tok,
+                    *templates.render(cfg.data.template, r["question"], r["answer"]),
+                    cfg.data.max_seq_len,
+                )
+                for r in rows
+            ]
+            metrics["heldout"] = {"loss": heldout_loss(merged, enc, tok.pad_token_id, cfg.eval.batch_size)}
+        timings["eval"] = time.perf_counter() - t
+    if accelerator.is_main_process:
+        results.atomic_write_json(trial_dir / "metrics.json", metrics)
+        results.atomic_write_json(trial_dir / "provenance.json", {**results.provenance(), "timings": timings})
+    outcome = {"state": result.status, "steps": result.steps_done}
+    if result.status == "diverged":
+        outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
+    return outcome

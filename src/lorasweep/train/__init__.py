@@ -1,0 +1,1 @@
+"""Training: exact batch semantics (batching.py), LR schedules (schedule.py), the step loop (loop.py)."""

@@ -1,0 +1,159 @@
+"""The training step loop, on ``accelerate``: the loop is what the study measures, so it is ours.
+
+Per optimizer step: the step's examples are split into micro-batches (``batching.py``); the loss is the
+*sum* of token losses over all micro-batches of the step divided by the number of label tokens in the
+whole step, across processes (REFERENCE.md §4; the late-2024 transformers fix).  Dividing per micro-batch
+instead would weight short and long examples differently as the split changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from lorasweep.data.tokenize import IGNORE, Encoded, collate
+from lorasweep.train import batching, schedule
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    split: batching.BatchSplit
+    lr: float
+    seed: int
+    epochs: int = 1
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    divergence_factor: float = 10.0
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" or "diverged"
+    total_steps: int
+    steps_done: int = 0
+    warmup_steps: int = 0
+    diverged_at: int | None = None
+    divergence_reason: str | None = None
+    label_tokens: int = 0
+    input_tokens: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum (not mean) of next-token cross-entropy over the label tokens of ``batch``."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+
+
+def accumulate_step(model, micro_batches: list[list[Encoded]], pad_id: int, accelerator) -> tuple[float, int]:
+    """Backward over one step's micro-batches, normalised by the step's global label-token count.
+
+    Returns (mean token loss of the step over all processes, global label tokens).
+    """
+    world = accelerator.num_processes
+    local = sum(e.n_label_tokens for mb in micro_batches for e in mb)
+    counts = torch.tensor([float(local), 0.0], device=accelerator.device)
+    total = int(accelerator.reduce(counts, "sum")[0].item()) if world > 1 else local
+    loss_total = torch.zeros((), device=accelerator.device)
+    for i, mb in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(model)
+        with sync:
+            batch = {k: v.to(accelerator.device) for k, v in collate(mb, pad_id).items()}
+            loss_sum = token_loss_sum(model, batch)
+            # DDP averages gradients over processes; x world turns that average back into the sum.
+            accelerator.backward(loss_sum * (world / max(total, 1)))
+        loss_total += loss_sum.detach()
+    if world > 1:
+        loss_total = accelerator.reduce(loss_total, "sum")
+    return loss_total.item() / max(total, 1), total
+
+
+def train(
+    model,
+    examples: list[Encoded],
+    spec: TrainSpec,
+    pad_id: int,
+    accelerator,
+    on_step: Callable[[dict], None] = lambda record: None,
+) -> TrainResult:
+    """Train the trainable parameters of ``model`` (already ``accelerator.prepare``d) for ``spec.epochs``."""
+    split = spec.split
+    per_epoch = batching.steps_per_epoch(len(examples), split.effective)
+    if per_epoch == 0:
+        raise ValueError(f"{len(examples)} examples are fewer than one batch of {split.effective}")
+    total = per_epoch * spec.epochs
+    warmup = schedule.warmup_steps(total, spec.warmup_ratio)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = accelerator.prepare_optimizer(optimizer)
+    lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
+    result = TrainResult("completed", total, warmup_steps=warmup)
+    max_norm = spec.max_grad_norm if spec.max_grad_norm is not None else math.inf
+    t_start = time.perf_counter()
+    model.train()
+    step = 0
+    for epoch in range(spec.epochs):
+        order = batching.example_order(len(examples), spec.seed, epoch)
+        for k in range(per_epoch):
+            t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            indices = batching.step_indices(order, k, split)
+            micro = [
+                [examples[i] for i in mb]
+                for mb in batching.rank_micro_batches(indices, split, accelerator.process_index)
+            ]
+            loss, tokens = accumulate_step(model, micro, pad_id, accelerator)
+            grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
+            reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor)
+            if reason is None:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.label_tokens += tokens
+            result.input_tokens += sum(len(examples[i].input_ids) for i in indices)
+            result.losses.append(loss)
+            on_step(
+                {
+                    "step": step + 1,
+                    "epoch": epoch,
+                    "loss": loss,
+                    "lr": lr_at(step),
+                    "grad_norm": grad_norm,
+                    "tokens": tokens,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            step += 1
+            result.steps_done = step
+            if reason is not None:
+                result.status, result.diverged_at, result.divergence_reason = "diverged", step, reason
+                result.seconds = time.perf_counter() - t_start
+                return result
+    result.seconds = time.perf_counter() - t_start
+    return result
+
+
+def _divergence(loss: float, grad_norm: float, history: list[float], factor: float) -> str | None:
+    if not math.isfinite(loss):
+        return f"non-finite loss ({loss})"
+    if not math.isfinite(grad_norm):
+        return f"non-finite gradient norm ({grad_norm})"
+    if history and loss > factor * history[0]:
+        return f"loss {loss:.4g} exceeded {factor:g} x the first loss {history[0]:.4g}"
+    return None
