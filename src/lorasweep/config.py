@@ -111,12 +111,14 @@ class StudyConfig:
 
 
 def _node_to_python(node: yaml.Node, prefix: str, lines: dict[str, int]) -> Any:
-    lines[prefix] = node.start_mark.line + 1
+    lines.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out = {}
         for k, v in node.value:
             key = str(k.value)
-            out[key] = _node_to_python(v, f"{prefix}.{key}" if prefix else key, lines)
+            child = f"{prefix}.{key}" if prefix else key
+            lines[child] = k.start_mark.line + 1  # a key's line, not its value's
+            out[key] = _node_to_python(v, child, lines)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_node_to_python(v, f"{prefix}[{i}]", lines) for i, v in enumerate(node.value)]
@@ -216,7 +218,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in fields:
-            raise ConfigError(f"unknown key{_nearest(full, _all_keys(cls, prefix))}", full)
+            siblings = [f"{prefix}{name}" for name in fields]
+            hint = _nearest(full, siblings) or _nearest(full, _all_keys(StudyConfig))
+            raise ConfigError(f"unknown key{hint}", full)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):

@@ -3,7 +3,8 @@ the batch-size headline, and reference-vs-tuned.
 
 Best-LR selection uses the mean over seeds of the report metric, and only cells where every seed
 completed: an LR at which some seed diverged is not a tuned setting (the draft's protocol picks the
-best LR per batch size; it does not say how divergence counts, so we state ours).
+best LR per batch size; it does not say how divergence counts, so we state ours).  Ties in the metric
+(common at 0 % when a budget is too small to learn the task) are broken by the lower held-out loss.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Cell:
     batch_size: int
     lr: float
     values: tuple[float, ...]  # one per completed seed
+    losses: tuple[float, ...]  # held-out loss per completed seed (tie-break)
     n_seeds: int
     n_diverged: int
     n_failed: int
@@ -30,6 +32,10 @@ class Cell:
     @property
     def mean(self) -> float | None:
         return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def mean_loss(self) -> float:
+        return statistics.fmean(self.losses) if self.losses else float("inf")
 
     @property
     def std(self) -> float:
@@ -45,6 +51,7 @@ def cells(rows: list[dict]) -> dict[tuple[str, int, float], Cell]:
         out[key] = Cell(
             *key,
             values=tuple(r["value"] for r in rs if r["state"] == "completed" and r["value"] is not None),
+            losses=tuple(r["heldout_loss"] for r in rs if r["state"] == "completed" and r.get("heldout_loss") is not None),
             n_seeds=len(rs),
             n_diverged=sum(r["state"] == "diverged" for r in rs),
             n_failed=sum(r["state"] == "failed" for r in rs),
@@ -77,7 +84,7 @@ def best_lrs(table: dict[tuple[str, int, float], Cell]) -> dict[tuple[str, int],
             if not candidates:
                 out[(m, b)] = Best(m, b, None, None, False)
                 continue
-            best = max(candidates, key=lambda c: (c.mean, -c.lr))
+            best = max(candidates, key=lambda c: (c.mean, -c.mean_loss, -c.lr))
             edge = len(lrs) > 1 and best.lr in (lrs[0], lrs[-1])
             out[(m, b)] = Best(m, b, best.lr, best, edge)
     return out
@@ -126,6 +133,8 @@ def reference_vs_tuned(table, best, ref_b: int, ref_lr: float) -> list[dict]:
         )
     for col in ("reference", "tuned"):
         vals = [r[col] for r in rows if r[col] is not None]
+        top = max(vals, default=None)
+        unique = vals.count(top) == 1  # a tie has no winner
         for r in rows:
-            r[f"{col}_wins"] = bool(vals) and r[col] is not None and r[col] == max(vals)
+            r[f"{col}_wins"] = unique and r[col] == top
     return rows

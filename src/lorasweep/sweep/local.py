@@ -29,9 +29,15 @@ def trial_dir(run_dir: Path, trial: Trial) -> Path:
 
 
 def _init_worker(threads: int, parent: int) -> None:
+    import warnings
+
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, once per trial
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     _watch_parent(parent)
 
 

@@ -1,0 +1,89 @@
+"""Gradient accumulation is exact: micro 2 x accumulation 4 == one batch of 8 (REFERENCE.md §4)."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from accelerate import Accelerator
+
+from lorasweep.adapters import AdapterSpec, attach
+from lorasweep.data.tokenize import Encoded, collate
+from lorasweep.train.loop import accumulate_step, token_loss_sum
+from tests.conftest import micro_llama
+
+TARGETS = ("q_proj", "v_proj", "up_proj")
+
+
+def variable_examples(n: int = 8, seed: int = 0) -> list[Encoded]:
+    """Different lengths and prompt lengths: exactly where per-micro-batch means go wrong."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        length = rng.randint(5, 30)
+        out.append(Encoded([rng.randrange(1, 64) for _ in range(length)], n_prompt=rng.randint(1, length - 2)))
+    return out
+
+
+def lora_model():
+    spec = AdapterSpec(rank=4, alpha=8.0, dropout=0.0, target_modules=TARGETS, seed=0)
+    model = attach("lora", micro_llama(), spec)
+    with torch.no_grad():  # non-zero B so every adapter parameter gets a gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model
+
+
+def grads(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_micro2_accum4_equals_batch8():
+    examples = variable_examples()
+    acc = Accelerator(cpu=True)
+    model = lora_model()
+    loss8, tok8 = accumulate_step(model, [examples], pad_id=0, accelerator=acc)
+    g8 = grads(model)
+    model.zero_grad()
+    loss24, tok24 = accumulate_step(model, [examples[i : i + 2] for i in range(0, 8, 2)], 0, acc)
+    g24 = grads(model)
+    assert tok8 == tok24 == sum(e.n_label_tokens for e in examples)
+    assert abs(loss8 - loss24) <= 1e-6 * abs(loss8)
+    assert rel(g24, g8) <= 1e-5
+
+
+def test_the_reference_loss_is_the_token_mean_over_the_whole_batch():
+    examples = variable_examples()
+    model = lora_model()
+    batch = collate(examples, pad_id=0)
+    n = (batch["labels"][:, 1:] != -100).sum()
+    expected = token_loss_sum(model, batch) / n
+    loss, _ = accumulate_step(model, [examples], 0, Accelerator(cpu=True))
+    assert abs(loss - expected.item()) < 1e-6
+
+
+def test_averaging_per_micro_batch_would_differ():
+    """The test above can fail: the naive mean-of-means gives measurably different gradients."""
+    examples = variable_examples()
+    model = lora_model()
+    accumulate_step(model, [examples], 0, Accelerator(cpu=True))
+    g8 = grads(model)
+    model.zero_grad()
+    for i in range(0, 8, 2):
+        b = collate(examples[i : i + 2], 0)
+        n = (b["labels"][:, 1:] != -100).sum()
+        (token_loss_sum(model, b) / n / 4).backward()
+    assert rel(grads(model), g8) > 1e-3
+
+
+def test_prompt_and_padding_carry_no_loss():
+    e = Encoded([5, 6, 7, 8, 9], n_prompt=3)
+    b = collate([e, Encoded([1, 2, 3], n_prompt=1)], pad_id=0)
+    assert b["labels"].tolist() == [[-100, -100, -100, 8, 9], [-100, 2, 3, -100, -100]]
+    assert b["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert e.n_label_tokens == 2
