@@ -65,26 +65,31 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
 
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     """Evaluate the untrained base model once (the line every trial is compared with)."""
-    out = run_dir / "baseline"
-    if (out / "metrics.json").exists():
-        return
     from lorasweep import evals, models
-    from lorasweep.sweep.trial import _eval_rows
+    from lorasweep.sweep.trial import _eval_rows, result_config
+
+    out = run_dir / "baseline"
+    conf = result_config(cfg)
+    if (out / "metrics.json").exists() and results.read_json(out / "config.json") == conf:
+        return
 
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
     rows = _eval_rows(cfg.eval.data, cfg.eval.num_examples)
     settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
     metrics = {task: evals.evaluate(task, model, tok, rows, settings, out) for task in cfg.eval.tasks}
+    results.atomic_write_json(out / "config.json", conf)
     results.atomic_write_json(out / "metrics.json", metrics)
 
 
 def run(cfg: StudyConfig, log: Callable[[str], None] = print) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.report.render import build_report
-    from lorasweep.sweep.local import run_sweep
+    from lorasweep.sweep.local import run_sweep, todo
 
     t0 = time.time()
     run_dir = Path(cfg.output_dir)
+    if run_dir.exists():
+        todo(cfg, trials_of(cfg), run_dir)  # refuse a run dir of another config before writing anything
     run_dir.mkdir(parents=True, exist_ok=True)
     results.atomic_write_json(
         run_dir / "study.json", {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)}

@@ -87,11 +87,13 @@ def test_shipped_configs_load():
 
 def test_error_carries_file_and_line(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: x
         adapter:
           rank: 8
           alpha: -1
-    """))
+    """)
+    )
     with pytest.raises(Exception, match=r"s.yaml:4: adapter.alpha: must be > 0"):
         load_config(path)

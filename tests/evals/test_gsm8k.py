@@ -41,7 +41,15 @@ def test_protocols(completion, gold, strict, flexible, paper):
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1,234", 1234.0), ("$18.", 18.0), ("3/4", 0.75), ("-7", -7.0), ("abc", None), ("1/0", None), (None, None)],
+    [
+        ("1,234", 1234.0),
+        ("$18.", 18.0),
+        ("3/4", 0.75),
+        ("-7", -7.0),
+        ("abc", None),
+        ("1/0", None),
+        (None, None),
+    ],
 )
 def test_to_number(text, value):
     assert gsm8k.to_number(text) == value

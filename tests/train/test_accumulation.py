@@ -21,7 +21,9 @@ def variable_examples(n: int = 8, seed: int = 0) -> list[Encoded]:
     out = []
     for _ in range(n):
         length = rng.randint(5, 30)
-        out.append(Encoded([rng.randrange(1, 64) for _ in range(length)], n_prompt=rng.randint(1, length - 2)))
+        out.append(
+            Encoded([rng.randrange(1, 64) for _ in range(length)], n_prompt=rng.randint(1, length - 2))
+        )
     return out
 
 

@@ -51,7 +51,11 @@ def cells(rows: list[dict]) -> dict[tuple[str, int, float], Cell]:
         out[key] = Cell(
             *key,
             values=tuple(r["value"] for r in rs if r["state"] == "completed" and r["value"] is not None),
-            losses=tuple(r["heldout_loss"] for r in rs if r["state"] == "completed" and r.get("heldout_loss") is not None),
+            losses=tuple(
+                r["heldout_loss"]
+                for r in rs
+                if r["state"] == "completed" and r.get("heldout_loss") is not None
+            ),
             n_seeds=len(rs),
             n_diverged=sum(r["state"] == "diverged" for r in rs),
             n_failed=sum(r["state"] == "failed" for r in rs),

@@ -19,10 +19,33 @@ from lorasweep import results
 from lorasweep.config import StudyConfig, to_dict
 from lorasweep.sweep.grid import Trial
 
+# Settings that do not change a trial's result: the grid's other points, where and how it is run,
+# and how the report reads it.  Extending a grid or changing workers keeps finished trials valid.
+_NOT_RESULT = {
+    "name": None,
+    "output_dir": None,
+    "sweep": None,
+    "report": None,
+    "adapter": ("methods",),
+    "train": ("batch_sizes", "learning_rates", "seeds"),
+}
+
+
+def result_config(cfg: StudyConfig) -> dict:
+    """The part of the study config that a trial's (or the baseline's) result depends on."""
+    out = to_dict(cfg)
+    for section, keys in _NOT_RESULT.items():
+        if keys is None:
+            out.pop(section)
+        else:
+            for k in keys:
+                out[section].pop(k)
+    return out
+
 
 def trial_config(cfg: StudyConfig, trial: Trial) -> dict:
-    """What a trial's result depends on: the study config and the trial's grid point."""
-    return {"study": to_dict(cfg), "trial": trial.as_dict()}
+    """What a trial's result depends on: the result-relevant config and the trial's grid point."""
+    return {"study": result_config(cfg), "trial": trial.as_dict()}
 
 
 @functools.lru_cache(maxsize=4)
