@@ -37,7 +37,13 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = _f("builtin:tinyworld", "training data source (builtin:tinyworld, or a .jsonl file)")
+    train: str = _f(
+        "builtin:tinyworld",
+        "training data: builtin:tinyworld, a .jsonl/.json/.parquet file, or owner/name[:config][:split]",
+    )
+    format: str = _f(
+        "auto", "row schema", choices=("auto", "gsm8k", "metamath", "alpaca", "codefeedback", "wizardlm")
+    )
     num_train: int = _f(3072, "use the first N training rows (the fixed data budget per epoch)", min=1)
     template: str = _f("plain", "prompt template", choices=("plain", "alpaca"))
     max_seq_len: int = _f(128, "truncate prompt+response to this many tokens", min=8)
@@ -46,7 +52,7 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     tasks: list[str] = _f(["gsm8k"], "evaluators to run on every trial")
-    data: str = _f("builtin:tinyworld", "evaluation data source (builtin:tinyworld, or a .jsonl file)")
+    data: str = _f("builtin:tinyworld", "evaluation data: builtin:tinyworld, a local file, or a hub id")
     num_examples: int = _f(256, "evaluate on the first N test rows", min=1)
     max_new_tokens: int = _f(32, "greedy generation length limit", min=1)
     batch_size: int = _f(64, "generation batch size (pinned: it changes greedy results)", min=1)

@@ -20,11 +20,9 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
     """The dry-run plan; token counts need the data and tokenizer, else ``(rows, why_not)``."""
     example_tokens, why = None, None
     try:
-        from lorasweep.sweep.trial import _encoded_train
+        from lorasweep.sweep.trial import encoded_train
 
-        enc = _encoded_train(
-            cfg.data.train, cfg.model.source, cfg.data.num_train, cfg.data.template, cfg.data.max_seq_len
-        )
+        enc = encoded_train(cfg)
         example_tokens = [len(e.input_ids) for e in enc]
     except UserError as e:
         why = str(e)
@@ -70,8 +68,10 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
 
     out = run_dir / "baseline"
     conf = result_config(cfg)
-    if (out / "metrics.json").exists() and results.read_json(out / "config.json") == conf:
-        return
+    if (out / "metrics.json").exists():
+        stored = results.read_json(out / "config.json")
+        if result_config(from_dict(stored)) == conf:
+            return
 
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
     rows = _eval_rows(cfg.eval.data, cfg.eval.num_examples)
@@ -81,7 +81,11 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     results.atomic_write_json(out / "metrics.json", metrics)
 
 
-def run(cfg: StudyConfig, log: Callable[[str], None] = print) -> Path:
+def _log(message: str) -> None:
+    print(message, flush=True)  # progress must show up promptly even when stdout is a file or pipe
+
+
+def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.report.render import build_report
     from lorasweep.sweep.local import run_sweep, todo

@@ -1,46 +1,85 @@
-"""Where rows come from: the built-in TinyWorld generator or a local JSONL file.
+"""Where rows come from: the built-in generator, local files, or the Hugging Face hub.
 
-A row is ``{"question": ..., "answer": ...}`` (GSM8K's schema: the answer ends in ``#### N``); Alpaca
-rows (``instruction``/``input``/``output``) are accepted and mapped onto it.  Malformed rows raise
-:class:`UserError` naming the file and line.
+A source string is one of
+- ``builtin:tinyworld``                      the embedded task (train / test splits)
+- a local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file
+- a hub dataset ``owner/name[:config][:split]`` (e.g. ``openai/gsm8k:main:test``,
+  ``fxmeng/pissa-dataset:metamath``), loaded with ``datasets`` when the hub is reachable.  Offline,
+  a hub id fails at once with a message that says how to use a local file instead.
+Rows are returned in their published schema; ``formats.py`` maps training rows to (instruction,
+response).  Errors name the file and line (JSONL) or row index (JSON, Parquet).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
-from lorasweep.data import tinyworld
+from lorasweep.data import formats, tinyworld
 from lorasweep.errors import UserError
 
-# Built-in split sizes: the train split is larger than any demo budget; the test split is held out.
 BUILTIN_TRAIN, BUILTIN_TEST = 20_000, 1_000
-
-
-def load_rows(source: str, split: str, limit: int) -> list[dict]:
-    """The first ``limit`` rows of ``source`` (``builtin:tinyworld`` or a .jsonl path)."""
-    if source == "builtin:tinyworld":
-        train, test = _tinyworld_split()
-        problems = train if split == "train" else test
-        if limit > len(problems):
-            raise UserError(f"asks for {limit} rows; builtin:tinyworld has {len(problems)} {split} rows")
-        return [{"question": p.question, "answer": p.answer} for p in problems[:limit]]
-    path = Path(source)
-    if path.suffix == ".jsonl" and path.exists():
-        return _read_jsonl(path, limit)
-    raise UserError(f"data source not found: {source!r} (use builtin:tinyworld or a .jsonl file)")
-
-
+LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 _SPLIT_CACHE: dict = {}
 
 
-def _tinyworld_split():
+def load_rows(source: str, split: str, limit: int) -> list[dict]:
+    """The first ``limit`` rows of ``source`` (exactly ``limit``: a data budget is never short)."""
+    return [row for row, _ in _located_rows(source, split, limit)]
+
+
+def load_training_pairs(source: str, fmt: str, limit: int) -> list[tuple[str, str]]:
+    """The first ``limit`` training rows as (instruction, response) pairs."""
+    return [formats.to_pair(row, fmt, where) for row, where in _located_rows(source, "train", limit)]
+
+
+def _located_rows(source: str, split: str, limit: int) -> list[tuple[dict, str]]:
+    if source == "builtin:tinyworld":
+        rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split))]
+    elif source.startswith("builtin:"):
+        raise UserError(f"unknown built-in data {source!r}; valid: builtin:tinyworld")
+    elif source.endswith(LOCAL_SUFFIXES) or Path(source).exists():
+        rows = _read_local(Path(source), limit)
+    else:
+        rows = _read_hub(source, split, limit)
+    if len(rows) < limit:
+        raise UserError(f"asks for {limit} rows; {source} has {len(rows)} {split} rows")
+    return rows[:limit]
+
+
+def _tinyworld(split: str) -> list[dict]:
     if "tw" not in _SPLIT_CACHE:
         _SPLIT_CACHE["tw"] = tinyworld.split(BUILTIN_TRAIN, BUILTIN_TEST)
-    return _SPLIT_CACHE["tw"]
+    train, test = _SPLIT_CACHE["tw"]
+    return [{"question": p.question, "answer": p.answer} for p in (train if split == "train" else test)]
 
 
-def _read_jsonl(path: Path, limit: int) -> list[dict]:
+def _read_local(path: Path, limit: int) -> list[tuple[dict, str]]:
+    if not path.is_file():
+        raise UserError("data file not found", str(path))
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path, limit)
+    if path.suffix == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"invalid JSON ({e.msg})", f"{path}:{e.lineno}") from None
+        if not isinstance(data, list):
+            raise UserError("a .json data file must hold a list of objects", str(path))
+        return [(_object(r, f"{path}[{i}]"), f"{path}[{i}]") for i, r in enumerate(data[:limit])]
+    if path.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise UserError("reading Parquet needs pyarrow: pip install pyarrow", str(path)) from None
+        table = pq.read_table(path).slice(0, limit)
+        return [(r, f"{path}[{i}]") for i, r in enumerate(table.to_pylist())]
+    raise UserError(f"unsupported data file type {path.suffix!r}; use {', '.join(LOCAL_SUFFIXES)}", str(path))
+
+
+def _read_jsonl(path: Path, limit: int) -> list[tuple[dict, str]]:
     rows = []
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
@@ -48,23 +87,49 @@ def _read_jsonl(path: Path, limit: int) -> list[dict]:
                 break
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
-                row = json.loads(line)
+                rows.append((_object(json.loads(line), where), where))
             except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON ({e.msg})", f"{path}:{lineno}") from None
-            rows.append(_normalise(row, f"{path}:{lineno}"))
-    if len(rows) < limit:
-        raise UserError(f"asks for {limit} rows; the file has {len(rows)}", str(path))
+                raise UserError(f"invalid JSON ({e.msg})", where) from None
     return rows
 
 
-def _normalise(row: object, where: str) -> dict:
+def _object(row: object, where: str) -> dict:
     if not isinstance(row, dict):
-        raise UserError("each line must be a JSON object", where)
-    if "instruction" in row and "output" in row:
-        q = row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
-        row = {"question": q, "answer": row["output"]}
-    for key in ("question", "answer"):
-        if not isinstance(row.get(key), str) or not row[key].strip():
-            raise UserError(f"missing or empty string field {key!r}", where)
-    return {"question": row["question"], "answer": row["answer"]}
+        raise UserError("each row must be a JSON object", where)
+    return row
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _read_hub(source: str, split: str, limit: int) -> list[tuple[dict, str]]:
+    name, *rest = source.split(":")
+    if name.count("/") != 1:
+        raise UserError(f"not a file, a built-in or a hub id (owner/name[:config][:split]): {source!r}")
+    config = rest[0] if rest else None
+    split = rest[1] if len(rest) > 1 else split
+    if not hub_reachable():
+        raise UserError(
+            f"hub dataset {source!r} needs the Hugging Face hub, which is unreachable here. "
+            "Download it elsewhere (e.g. datasets.load_dataset(...).to_json('rows.jsonl')) and set the "
+            "source to the local .jsonl/.json/.parquet file."
+        )
+    try:
+        import datasets
+    except ImportError:
+        raise UserError("loading hub datasets needs `pip install datasets`") from None
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except ValueError:  # e.g. fxmeng/pissa-dataset: subsets are folders, not configs
+        ds = datasets.load_dataset(name, data_dir=config, split=split)
+    ds = ds.select(range(min(limit, len(ds))))
+    return [(dict(r), f"{source}[{i}]") for i, r in enumerate(ds)]

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lorasweep import results
-from lorasweep.config import StudyConfig
-from lorasweep.errors import UserError
+from lorasweep.config import StudyConfig, from_dict
+from lorasweep.errors import ConfigError, UserError
 from lorasweep.sweep.grid import Trial, schedule_order
 from lorasweep.sweep.lock import RunLock
-from lorasweep.sweep.trial import run_trial, trial_config
+from lorasweep.sweep.trial import result_config, run_trial
 
 
 def trial_dir(run_dir: Path, trial: Trial) -> Path:
@@ -55,6 +55,16 @@ def _worker(cfg: StudyConfig, trial: Trial, run_dir: str) -> dict:
     return run_trial(cfg, trial, trial_dir(Path(run_dir), trial), log=lambda m: None)
 
 
+def same_trial_config(stored: dict, cfg: StudyConfig, trial: Trial) -> bool:
+    """Whether a finished trial's stored config is this one; keys added to the schema since it was
+    written count as equal when they hold their default (so upgrades keep finished trials)."""
+    try:
+        then = from_dict(stored["study"])
+    except (ConfigError, KeyError, TypeError):
+        return False
+    return stored.get("trial") == trial.as_dict() and result_config(then) == result_config(cfg)
+
+
 def todo(cfg: StudyConfig, trials: list[Trial], run_dir: Path) -> list[Trial]:
     """Trials still to run; refuses a run directory whose finished trials used a different config."""
     out = []
@@ -62,8 +72,7 @@ def todo(cfg: StudyConfig, trials: list[Trial], run_dir: Path) -> list[Trial]:
         d = trial_dir(run_dir, t)
         state = results.read_state(d)
         if state in results.TERMINAL:
-            stored = results.read_json(d / "config.json")
-            if stored != trial_config(cfg, t):
+            if not same_trial_config(results.read_json(d / "config.json"), cfg, t):
                 raise UserError(
                     f"holds trial {t.id} run with a different config; use another output_dir",
                     str(run_dir),

@@ -49,14 +49,20 @@ def trial_config(cfg: StudyConfig, trial: Trial) -> dict:
 
 
 @functools.lru_cache(maxsize=4)
-def _encoded_train(source: str, model_source: str, n: int, template: str, max_len: int):
+def _encoded_train(source: str, fmt: str, model_source: str, n: int, template: str, max_len: int):
     from lorasweep.data import sources, templates
     from lorasweep.data.tokenize import encode
     from lorasweep.models import load_tokenizer
 
     tok = load_tokenizer(model_source)
-    rows = sources.load_rows(source, "train", n)
-    return [encode(tok, *templates.render(template, r["question"], r["answer"]), max_len) for r in rows]
+    pairs = sources.load_training_pairs(source, fmt, n)
+    return [encode(tok, *templates.render(template, q, a), max_len) for q, a in pairs]
+
+
+def encoded_train(cfg: StudyConfig):
+    """The tokenised training set of a study (cached per process: trials share it)."""
+    d = cfg.data
+    return _encoded_train(d.train, d.format, cfg.model.source, d.num_train, d.template, d.max_seq_len)
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,6 +106,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     from accelerate import Accelerator
 
     from lorasweep import adapters, evals, models
+    from lorasweep.adapters import export
     from lorasweep.data import tokenize
     from lorasweep.evals.heldout import heldout_loss
     from lorasweep.train import batching, loop
@@ -109,9 +116,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(trial.seed)
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device)
-    train_set = _encoded_train(
-        cfg.data.train, cfg.model.source, cfg.data.num_train, cfg.data.template, cfg.data.max_seq_len
-    )
+    train_set = encoded_train(cfg)
     spec = adapters.AdapterSpec(
         rank=cfg.adapter.rank,
         alpha=cfg.adapter.alpha,
@@ -122,6 +127,8 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         pissa_niter=cfg.adapter.pissa_niter,
     )
     model = adapters.attach(trial.method, model, spec)
+    residual = adapters.METHODS[trial.method].residual_base
+    init_state = export.initial_state(model) if residual else None
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
     if accelerator.is_main_process:
@@ -162,7 +169,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     }
     metrics: dict = {"train": train_metrics}
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(trial_dir / "adapter")
+        unwrapped.save_pretrained(trial_dir / "adapter")  # valid on the (residual) base it trained on
+        if residual:  # valid on the original base model
+            export.export_plain_lora(unwrapped, init_state, trial_dir / "adapter_plain_lora")
     if result.status == "completed" and accelerator.is_main_process:
         t = time.perf_counter()
         merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
