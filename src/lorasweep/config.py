@@ -24,8 +24,8 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -52,8 +52,10 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     tasks: list[str] = _f(["gsm8k"], "evaluators to run on every trial")
-    data: str = _f("builtin:tinyworld", "evaluation data: builtin:tinyworld, a local file, or a hub id")
-    num_examples: int = _f(256, "evaluate on the first N test rows", min=1)
+    data: dict[str, str] = _f(
+        {}, "per task, its data source (file, hub id or builtin:...); a task not named uses its default"
+    )
+    num_examples: int | None = _f(None, "evaluate on the first N rows of each task (null = all)", min=1)
     max_new_tokens: int = _f(32, "greedy generation length limit", min=1)
     batch_size: int = _f(64, "generation batch size (pinned: it changes greedy results)", min=1)
     heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
@@ -165,6 +167,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if optional:
             return None
         raise ConfigError("must not be null", key)
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a mapping, got {value!r}", key)
+        _, inner = typing.get_args(tp)
+        return {str(k): _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
     if typing.get_origin(tp) is list:
         if not isinstance(value, list):
             value = [value]  # a scalar where a list is expected means a one-element grid
@@ -301,6 +308,14 @@ def _cross_checks(cfg: StudyConfig) -> None:
                 f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{_nearest(t, EVALUATORS)}",
                 f"eval.tasks[{i}]",
             )
+        if t not in cfg.eval.data and EVALUATORS[t].default_data is None:
+            raise ConfigError(f"task {t!r} has no built-in data; name a file or hub id", f"eval.data.{t}")
+    for t in cfg.eval.data:
+        if t not in cfg.eval.tasks:
+            raise ConfigError(
+                f"data for a task not in eval.tasks {cfg.eval.tasks}{_nearest(t, cfg.eval.tasks)}",
+                f"eval.data.{t}",
+            )
     for name in ("batch_sizes", "learning_rates", "seeds"):
         values = getattr(cfg.train, name)
         if len(set(values)) != len(values):
@@ -308,7 +323,7 @@ def _cross_checks(cfg: StudyConfig) -> None:
     if cfg.adapter.rank > 4096:
         raise ConfigError(f"rank {cfg.adapter.rank} is larger than any supported layer", "adapter.rank")
     task = cfg.report.metric.split(".")[0]
-    if task not in cfg.eval.tasks and task != "heldout":
+    if task not in cfg.eval.tasks:
         raise ConfigError(f"metric task {task!r} is not in eval.tasks {cfg.eval.tasks}", "report.metric")
 
 

@@ -63,8 +63,8 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
 
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     """Evaluate the untrained base model once (the line every trial is compared with)."""
-    from lorasweep import evals, models
-    from lorasweep.sweep.trial import _eval_rows, result_config
+    from lorasweep import models
+    from lorasweep.sweep.trial import evaluate_model, result_config
 
     out = run_dir / "baseline"
     conf = result_config(cfg)
@@ -72,11 +72,8 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
         stored = results.read_json(out / "config.json")
         if result_config(from_dict(stored)) == conf:
             return
-
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
-    rows = _eval_rows(cfg.eval.data, cfg.eval.num_examples)
-    settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-    metrics = {task: evals.evaluate(task, model, tok, rows, settings, out) for task in cfg.eval.tasks}
+    metrics = evaluate_model(cfg, model, tok, out)
     results.atomic_write_json(out / "config.json", conf)
     results.atomic_write_json(out / "metrics.json", metrics)
 

@@ -44,7 +44,7 @@ def test_every_trial_directory_is_self_describing(run_dir):
         metrics = json.loads((d / "metrics.json").read_text())
         assert 0.0 <= metrics["gsm8k"]["strict"] <= 1.0 and metrics["gsm8k"]["n"] == 16
         assert metrics["gsm8k"]["protocol"]["batch_size"] == 8
-        assert metrics["heldout"]["loss"] > 0
+        assert metrics["gsm8k"]["heldout_loss"] > 0
         assert metrics["train"]["split"] == {"micro": b, "accumulation": 1, "world": 1}
         assert metrics["train"]["steps"] == 64 // b
         prov = json.loads((d / "provenance.json").read_text())

@@ -25,8 +25,8 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 _SPLIT_CACHE: dict = {}
 
 
-def load_rows(source: str, split: str, limit: int) -> list[dict]:
-    """The first ``limit`` rows of ``source`` (exactly ``limit``: a data budget is never short)."""
+def load_rows(source: str, split: str, limit: int | None) -> list[dict]:
+    """The first ``limit`` rows of ``source`` (exactly ``limit``: a budget is never short; None = all)."""
     return [row for row, _ in _located_rows(source, split, limit)]
 
 
@@ -35,7 +35,7 @@ def load_training_pairs(source: str, fmt: str, limit: int) -> list[tuple[str, st
     return [formats.to_pair(row, fmt, where) for row, where in _located_rows(source, "train", limit)]
 
 
-def _located_rows(source: str, split: str, limit: int) -> list[tuple[dict, str]]:
+def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict, str]]:
     if source == "builtin:tinyworld":
         rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split))]
     elif source.startswith("builtin:"):
@@ -44,6 +44,8 @@ def _located_rows(source: str, split: str, limit: int) -> list[tuple[dict, str]]
         rows = _read_local(Path(source), limit)
     else:
         rows = _read_hub(source, split, limit)
+    if limit is None:
+        return rows
     if len(rows) < limit:
         raise UserError(f"asks for {limit} rows; {source} has {len(rows)} {split} rows")
     return rows[:limit]
@@ -56,7 +58,7 @@ def _tinyworld(split: str) -> list[dict]:
     return [{"question": p.question, "answer": p.answer} for p in (train if split == "train" else test)]
 
 
-def _read_local(path: Path, limit: int) -> list[tuple[dict, str]]:
+def _read_local(path: Path, limit: int | None) -> list[tuple[dict, str]]:
     if not path.is_file():
         raise UserError("data file not found", str(path))
     if path.suffix == ".jsonl":
@@ -79,11 +81,11 @@ def _read_local(path: Path, limit: int) -> list[tuple[dict, str]]:
     raise UserError(f"unsupported data file type {path.suffix!r}; use {', '.join(LOCAL_SUFFIXES)}", str(path))
 
 
-def _read_jsonl(path: Path, limit: int) -> list[tuple[dict, str]]:
+def _read_jsonl(path: Path, limit: int | None) -> list[tuple[dict, str]]:
     rows = []
     with path.open() as f:
         for lineno, line in enumerate(f, 1):
-            if len(rows) >= limit:
+            if limit is not None and len(rows) >= limit:
                 break
             if not line.strip():
                 continue
@@ -111,7 +113,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
-def _read_hub(source: str, split: str, limit: int) -> list[tuple[dict, str]]:
+def _read_hub(source: str, split: str, limit: int | None) -> list[tuple[dict, str]]:
     name, *rest = source.split(":")
     if name.count("/") != 1:
         raise UserError(f"not a file, a built-in or a hub id (owner/name[:config][:split]): {source!r}")
@@ -131,5 +133,5 @@ def _read_hub(source: str, split: str, limit: int) -> list[tuple[dict, str]]:
         ds = datasets.load_dataset(name, config, split=split)
     except ValueError:  # e.g. fxmeng/pissa-dataset: subsets are folders, not configs
         ds = datasets.load_dataset(name, data_dir=config, split=split)
-    ds = ds.select(range(min(limit, len(ds))))
+    ds = ds.select(range(len(ds) if limit is None else min(limit, len(ds))))
     return [(dict(r), f"{source}[{i}]") for i, r in enumerate(ds)]

@@ -25,9 +25,16 @@ def encode(tokenizer, prompt: str, response: str, max_len: int) -> Encoded:
     so the boundary is exact."""
     p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     r = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    bos = bos_ids(tokenizer, prompt)
     ids = (bos + p + r)[:max_len]
     return Encoded(ids, min(len(bos) + len(p), len(ids)))
+
+
+def bos_ids(tokenizer, prompt: str) -> list[int]:
+    """[BOS] unless the tokenizer has none or the prompt (a chat template's output) already starts with it."""
+    if tokenizer.bos_token_id is None or (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token)):
+        return []
+    return [tokenizer.bos_token_id]
 
 
 def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import torch
 
+from lorasweep.data.tokenize import bos_ids
+
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy completions of ``prompts`` in order, each cut at EOS; left padding, fixed batches."""
     device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     pad = tokenizer.pad_token_id
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
         encoded = [
-            bos + tokenizer(p, add_special_tokens=False)["input_ids"]
+            bos_ids(tokenizer, p) + tokenizer(p, add_special_tokens=False)["input_ids"]
             for p in prompts[start : start + batch_size]
         ]
         width = max(map(len, encoded))

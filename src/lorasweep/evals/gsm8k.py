@@ -10,6 +10,7 @@ Every function here is pure; tests/evals/test_gsm8k.py is the table of cases.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 _STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -81,3 +82,21 @@ def score_item(completion: str, gold: float) -> dict:
 def aggregate(items: list[dict]) -> dict[str, float]:
     n = len(items)
     return {name: sum(it["scores"][name]["correct"] for it in items) / n for name in PROTOCOLS}
+
+
+@dataclass(frozen=True)
+class Gsm8kEvaluator:
+    """Exact-match accuracy on rows in GSM8K's schema (``question``, ``answer`` ending in ``#### N``)."""
+
+    name: str = "gsm8k"
+
+    def score(self, rows: list[dict], completions: list[str]) -> tuple[list[dict], dict]:
+        items = []
+        for i, (row, completion) in enumerate(zip(rows, completions, strict=True)):
+            gold = reference_value(row["answer"])
+            items.append(
+                {"task_id": i, "gold": gold, "completion": completion, "scores": score_item(completion, gold)}
+            )
+        metrics: dict = aggregate(items)
+        metrics["n"] = len(items)
+        return items, metrics

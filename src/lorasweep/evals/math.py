@@ -1,6 +1,6 @@
 """MATH answer extraction and scoring: named protocols, reported side by side (REFERENCE.md §6).
 
-Extraction protocols (each a completion -> answer string, ``None`` when there is no answer):
+Protocols (each extracts an answer string, ``None`` when there is none, and judges it):
 
 - ``paper``       MetaMath/PiSSA ``eval_math.py``: the text after the last "The answer is: ", cut at the
                   first ".\\n", one trailing "." dropped; no marker means no answer.
@@ -18,14 +18,16 @@ stays ``0.25``), a ``k = `` prefix is dropped only when the left side has at mos
 string it cannot normalise (two ``\\text{ `` units, a bare ``\\sqrt`` at the end) is compared raw.
 
 The gold answer of a MATH row is the last ``\\boxed{}`` of its ``solution``. Every function here is pure;
-tests/evals/test_math.py is the table of cases. ``math-verify`` is optional: only the ``math_verify``
-protocol needs it, and it raises an ImportError that says how to install it.
+tests/evals/test_math.py is the table of cases. ``math-verify`` is imported lazily: without it, the
+``math_verify`` protocol (and so ``score_item``) raises an ImportError that says how to install it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 PAPER_MARKER = "The answer is: "
 MATH_VERIFY_REQUIREMENT = "math-verify==0.9.0"
@@ -92,33 +94,6 @@ def extract_minerva(completion: str) -> str | None:
     return answer
 
 
-def _math_verify():
-    try:
-        from math_verify import parse, verify
-    except ImportError as e:
-        raise ImportError(
-            f"the 'math_verify' MATH protocol needs HF math-verify: pip install '{MATH_VERIFY_REQUIREMENT}'"
-        ) from e
-    return parse, verify
-
-
-def extract_math_verify(completion: str) -> str | None:
-    """The LaTeX string ``math_verify.parse`` settled on, or None when it found nothing parseable."""
-    parse, _ = _math_verify()
-    parsed = parse(completion)  # signal-based timeout: call from the main thread
-    if not parsed:
-        return None
-    return parsed[-1] if isinstance(parsed[-1], str) else str(parsed[0])
-
-
-PROTOCOLS = {
-    "paper": extract_paper,
-    "boxed": extract_boxed,
-    "minerva": extract_minerva,
-    "math_verify": extract_math_verify,
-}
-
-
 def gold_answer(solution: str) -> str:
     """The reference answer of a MATH ``solution`` field: its last ``\\boxed{}`` content."""
     answer = last_boxed(solution)
@@ -182,7 +157,7 @@ def _fix_sqrt(s: str) -> str:
 
 
 def strip_string(s: str) -> str:
-    """Hendrycks' MATH normalisation; raises ``_Unnormalisable`` where the published code would raise."""
+    """Hendrycks' MATH normalisation; raises ValueError where the published code would raise."""
     for old, new in (
         ("\n", ""),
         ("\\!", ""),
@@ -221,30 +196,61 @@ def is_equiv(a: str | None, b: str | None) -> bool:
         return a == b
 
 
-def math_verify_equiv(extracted: str | None, gold: str) -> bool:
-    """HF math-verify on an extracted answer against the gold answer, both read as inline LaTeX."""
-    if extracted is None:
+# --- HF math-verify ----------------------------------------------------------------------------------
+
+
+def _math_verify():
+    try:
+        from math_verify import parse, verify
+    except ImportError as e:
+        raise ImportError(
+            f"the 'math_verify' MATH protocol needs HF math-verify: pip install '{MATH_VERIFY_REQUIREMENT}'"
+        ) from e
+    return parse, verify
+
+
+def score_math_verify(completion: str, gold: str) -> dict:
+    """math-verify on the whole completion: ``parse`` picks the answer, ``verify`` judges it.
+
+    Correctness comes from the parsed completion, not from re-reading ``extracted``: re-parsing the
+    string it reports can differ (``1/2.`` read as a plain expression is 1/2, as LaTeX it is 1).
+    """
+    parse, verify = _math_verify()
+    parsed = parse(completion)  # signal-based timeout: call from the main thread
+    if not parsed:
+        return {"extracted": None, "correct": False}
+    extracted = parsed[-1] if isinstance(parsed[-1], str) else str(parsed[0])
+    return {"extracted": extracted, "correct": verify(parse(f"${gold}$"), parsed)}  # gold first
+
+
+def math_verify_equiv(answer: str | None, gold: str) -> bool:
+    """math-verify on two answer strings, both read as inline LaTeX (the protocol parses completions)."""
+    if answer is None:
         return False
     parse, verify = _math_verify()
-    return verify(parse(f"${gold}$"), parse(f"${extracted}$"))  # gold first: verify is not symmetric
+    return verify(parse(f"${gold}$"), parse(f"${answer}$"))  # gold first: verify is not symmetric
 
 
 # --- scoring ------------------------------------------------------------------------------------------
 
 
-def is_correct(extracted: str | None, gold: str, protocol: str) -> bool:
-    if protocol == "math_verify":
-        return math_verify_equiv(extracted, gold)
-    return extracted is not None and is_equiv(extracted, gold)
+def _score_hendrycks(extract: Callable[[str], str | None], completion: str, gold: str) -> dict:
+    extracted = extract(completion)
+    return {"extracted": extracted, "correct": extracted is not None and is_equiv(extracted, gold)}
+
+
+PROTOCOLS: dict[str, Callable[[str, str], dict]] = {
+    "paper": partial(_score_hendrycks, extract_paper),
+    "boxed": partial(_score_hendrycks, extract_boxed),
+    "minerva": partial(_score_hendrycks, extract_minerva),
+    "math_verify": score_math_verify,
+}
 
 
 def score_item(completion: str, solution: str) -> dict:
+    """Per protocol, ``{"extracted": str | None, "correct": bool}`` against the solution's last box."""
     gold = gold_answer(solution)
-    out = {}
-    for name, extract in PROTOCOLS.items():
-        extracted = extract(completion)
-        out[name] = {"extracted": extracted, "correct": is_correct(extracted, gold, name)}
-    return out
+    return {name: score(completion, gold) for name, score in PROTOCOLS.items()}
 
 
 def aggregate(items: list[dict]) -> dict[str, float]:

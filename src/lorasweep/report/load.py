@@ -36,7 +36,7 @@ def load_trials(run_dir: Path, metric: str) -> list[dict]:
                 "id": d.name,
                 "state": state,
                 "value": metric_value(metrics, metric) if state == "completed" else None,
-                "heldout_loss": metric_value(metrics, "heldout.loss"),
+                "heldout_loss": metric_value(metrics, f"{metric.split('.')[0]}.heldout_loss"),
                 "steps": status.get("steps"),
                 "diverged_at": status.get("diverged_at"),
                 "seconds": status.get("seconds"),

@@ -56,7 +56,7 @@ def _encoded_train(source: str, fmt: str, model_source: str, n: int, template: s
 
     tok = load_tokenizer(model_source)
     pairs = sources.load_training_pairs(source, fmt, n)
-    return [encode(tok, *templates.render(template, q, a), max_len) for q, a in pairs]
+    return [encode(tok, *templates.render(template, q, a, tok), max_len) for q, a in pairs]
 
 
 def encoded_train(cfg: StudyConfig):
@@ -65,11 +65,43 @@ def encoded_train(cfg: StudyConfig):
     return _encoded_train(d.train, d.format, cfg.model.source, d.num_train, d.template, d.max_seq_len)
 
 
-@functools.lru_cache(maxsize=4)
-def _eval_rows(source: str, n: int) -> list[dict]:
+@functools.lru_cache(maxsize=8)
+def _rows(source: str, n: int | None) -> list[dict]:
     from lorasweep.data import sources
 
     return sources.load_rows(source, "test", n)
+
+
+def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
+    """The evaluation rows of ``task`` (cached per process: trials share them)."""
+    from lorasweep.evals.registry import data_source
+
+    return _rows(data_source(task, cfg.eval.data), cfg.eval.num_examples)
+
+
+def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path) -> dict:
+    """Every configured task on ``model`` (generation, scoring, held-out loss) -> metrics by task."""
+    from lorasweep import evals
+    from lorasweep.data import templates, tokenize
+    from lorasweep.evals.heldout import heldout_loss
+
+    settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    metrics = {}
+    for task in cfg.eval.tasks:
+        rows = eval_rows(cfg, task)
+        metrics[task] = evals.evaluate(task, model, tok, rows, settings, out_dir)
+        spec = evals.EVALUATORS[task]
+        if cfg.eval.heldout_loss and spec.reference is not None:
+            enc = [
+                tokenize.encode(
+                    tok,
+                    *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
+                    cfg.data.max_seq_len,
+                )
+                for r in rows
+            ]
+            metrics[task]["heldout_loss"] = heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
+    return metrics
 
 
 def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[str], None] = print) -> dict:
@@ -105,10 +137,8 @@ def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[st
 def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) -> dict:
     from accelerate import Accelerator
 
-    from lorasweep import adapters, evals, models
+    from lorasweep import adapters, models
     from lorasweep.adapters import export
-    from lorasweep.data import tokenize
-    from lorasweep.evals.heldout import heldout_loss
     from lorasweep.train import batching, loop
 
     timings: dict[str, float] = {}
@@ -176,22 +206,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         t = time.perf_counter()
         merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
         merged.eval()
-        rows = _eval_rows(cfg.eval.data, cfg.eval.num_examples)
-        settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-        for task in cfg.eval.tasks:
-            metrics[task] = evals.evaluate(task, merged, tok, rows, settings, trial_dir / "eval")
-        if cfg.eval.heldout_loss:
-            from lorasweep.data import templates
-
-            enc = [
-                tokenize.encode(
-                    tok,
-                    *templates.render(cfg.data.template, r["question"], r["answer"]),
-                    cfg.data.max_seq_len,
-                )
-                for r in rows
-            ]
-            metrics["heldout"] = {"loss": heldout_loss(merged, enc, tok.pad_token_id, cfg.eval.batch_size)}
+        metrics.update(evaluate_model(cfg, merged, tok, trial_dir / "eval"))
         timings["eval"] = time.perf_counter() - t
     if accelerator.is_main_process:
         results.atomic_write_json(trial_dir / "metrics.json", metrics)

@@ -1,0 +1,56 @@
+"""The staged evaluation pipeline: generate -> score -> aggregate, handing off through JSONL files.
+
+Every stage leaves its file in the trial's ``eval/`` folder (``<task>.generations.jsonl``,
+``<task>.scored.jsonl``, ``<task>.metrics.json``), so scoring can be re-run (``score_generations``,
+``lorasweep score``) without generating again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lorasweep.data import templates
+from lorasweep.evals.generate import generate
+from lorasweep.evals.registry import get
+from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    template: str
+    max_new_tokens: int
+    batch_size: int
+
+
+def run_generation(
+    task: str, model, tokenizer, rows: list[dict], settings: GenerationSettings, path: Path
+) -> None:
+    t = get(task)
+    prompts = [templates.render(settings.template, t.prompt(r), "", tokenizer)[0] for r in rows]
+    completions = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
+    write_jsonl(path, [{"task_id": i, "completion": c} for i, c in enumerate(completions)])
+
+
+def score_generations(task: str, rows: list[dict], generations: Path, out_dir: Path) -> dict:
+    preds = read_jsonl(generations)
+    items, metrics = get(task).scorer.score(rows, [p["completion"] for p in preds])
+    write_jsonl(out_dir / f"{task}.scored.jsonl", items)
+    atomic_write_json(out_dir / f"{task}.metrics.json", metrics)
+    return metrics
+
+
+def evaluate(
+    task: str, model, tokenizer, rows: list[dict], settings: GenerationSettings, out_dir: Path
+) -> dict:
+    """All stages for one task; returns the aggregated metrics (and leaves every stage's file)."""
+    gen_path = out_dir / f"{task}.generations.jsonl"
+    run_generation(task, model, tokenizer, rows, settings, gen_path)
+    metrics = score_generations(task, rows, gen_path, out_dir)
+    protocol = {
+        "template": settings.template,
+        "max_new_tokens": settings.max_new_tokens,
+        "batch_size": settings.batch_size,
+        "decoding": "greedy",
+    }
+    return {**metrics, "protocol": protocol}
