@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None)
     b.add_argument("--steps", type=int, default=2500)
     sub.add_parser("config-help", help="every config key with its default and meaning")
+    sc = sub.add_parser("score", help="score existing generations (JSONL task_id/completion), no model")
+    sc.add_argument("--task", required=True)
+    sc.add_argument("--predictions", required=True, help="JSONL with task_id and completion")
+    sc.add_argument("--data", default=None, help="benchmark file in its published schema")
+    sc.add_argument("--out", default=None, help="per-item output (default: beside the predictions)")
     return p
 
 
@@ -65,6 +70,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         torch.set_num_threads(2)
         out = default_model.build(Path(args.out) if args.out else default_model.ASSET_DIR, steps=args.steps)
         print(f"wrote {out}")
+        return 0
+    if args.command == "score":
+        import json
+
+        from lorasweep.evals import EVALUATORS
+        from lorasweep.evals.score import score_predictions
+
+        if args.task not in EVALUATORS:
+            raise UserError(f"unknown task {args.task!r}; valid: {', '.join(EVALUATORS)}", "--task")
+        metrics, out = score_predictions(args.task, Path(args.predictions), args.data,
+                                         Path(args.out) if args.out else None)
+        print(json.dumps({k: v for k, v in metrics.items() if k not in ("predictions",)}, indent=2))
+        print(f"per-item scores: {out}")
         return 0
     if args.command == "status":
         print(study.status_table(Path(args.run_dir)))

@@ -117,6 +117,25 @@ def _isolated() -> bool:
     return sys.platform.startswith("linux") and os.geteuid() == 0
 
 
+def _reachable_by_anyone(path: str) -> bool:
+    """True when any user may execute ``path``: every folder on the way and the file itself are o+x."""
+    real = os.path.realpath(path)
+    folders = [real[: i or 1] for i, c in enumerate(real) if c == "/"]
+    try:
+        return all(os.stat(p).st_mode & 0o001 for p in [*folders, real])
+    except OSError:
+        return False
+
+
+@cache
+def _interpreter(isolated: bool) -> str:
+    """The caller's Python when the sandbox uid can run it; else the system's (pyenv under /root is not)."""
+    if not isolated:
+        return sys.executable
+    candidates = (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3")
+    return next((c for c in candidates if _reachable_by_anyone(c)), sys.executable)
+
+
 def _tasks_of(uid: int) -> list[tuple[str, int]]:
     """(state letter, threads) of every process whose real uid is ``uid``, zombies included."""
     found = []
@@ -147,7 +166,7 @@ def _lease_uid() -> int:
 
 def _kill_uid(uid: int) -> None:
     """SIGKILL every process of ``uid`` (the run's own) until none is alive; zombies are dead already."""
-    kill_all = [sys.executable, "-I", "-S", "-c", "import os; os.kill(-1, 9)"]
+    kill_all = [_interpreter(True), "-I", "-S", "-c", "import os; os.kill(-1, 9)"]
     for _ in range(50):
         if all(state in "ZX" for state, _ in _tasks_of(uid)):
             return
@@ -279,7 +298,7 @@ def _execute(workdir: str, uid: int | None, limits: Limits) -> Result:
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-c", _RUNNER, "program.py", token],
+            [_interpreter(uid is not None), "-I", "-c", _RUNNER, "program.py", token],
             cwd=workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -346,15 +365,16 @@ def run_many(programs: Sequence[str], workers: int = 2, limits: Limits = Limits(
 
 
 @cache
-def capabilities() -> dict[str, bool]:
+def capabilities() -> dict[str, object]:
     """Which isolation layers work on this machine, measured by running a probe program."""
-    probe = "import os\nprint(os.getuid(), os.readlink('/proc/self/ns/net'), os.readlink('/proc/self/ns/mnt'))"
-    result = run(probe, Limits(timeout_s=30))
+    probe = "import os, sys\nprint(os.getuid(), *(os.readlink(f'/proc/self/ns/{n}') for n in ('net', 'mnt')))"
+    result = run(probe + "\nprint(sys.version.split()[0])", Limits(timeout_s=30))
     fields = result.stdout.split()
-    if not result.passed or len(fields) != 3:
-        return {"own_uid": False, "network_namespace": False, "mount_namespace": False}
+    works = result.passed and len(fields) == 4
     return {
-        "own_uid": int(fields[0]) != os.getuid(),
-        "network_namespace": fields[1] != os.readlink("/proc/self/ns/net"),
-        "mount_namespace": fields[2] != os.readlink("/proc/self/ns/mnt"),
+        "interpreter": _interpreter(_isolated()),
+        "python": fields[3] if works else None,
+        "own_uid": works and int(fields[0]) != os.getuid(),
+        "network_namespace": works and fields[1] != os.readlink("/proc/self/ns/net"),
+        "mount_namespace": works and fields[2] != os.readlink("/proc/self/ns/mnt"),
     }
