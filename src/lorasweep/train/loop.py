@@ -46,6 +46,8 @@ class TrainResult:
     input_tokens: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    split: batching.BatchSplit | None = None  # the split actually used (after OOM fallbacks)
+    oom_retries: list[dict] = field(default_factory=list)
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -84,6 +86,36 @@ def accumulate_step(model, micro_batches: list[list[Encoded]], pad_id: int, acce
     return loss_total.item() / max(total, 1), total
 
 
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, torch.OutOfMemoryError):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator, on_retry):
+    """One step's backward; on out-of-memory, retry the same step with half the micro-batch and twice
+    the accumulation (same effective batch, same examples, same order), down to micro-batch 1."""
+    while True:
+        micro = [
+            [examples[i] for i in mb]
+            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index)
+        ]
+        try:
+            loss, tokens = accumulate_step(model, micro, pad_id, accelerator)
+            return loss, tokens, split
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not is_oom(e) or split.micro == 1:
+                raise
+            model.zero_grad(set_to_none=True)  # drop the partial accumulation of the failed attempt
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            smaller = split.halved() if split.micro % 2 == 0 else batching.BatchSplit(
+                split.effective, 1, split.accumulation * split.micro, split.world)
+            on_retry(split, smaller)
+            split = smaller
+
+
 def train(
     model,
     examples: list[Encoded],
@@ -103,7 +135,7 @@ def train(
     optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
     optimizer = accelerator.prepare_optimizer(optimizer)
     lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
-    result = TrainResult("completed", total, warmup_steps=warmup)
+    result = TrainResult("completed", total, warmup_steps=warmup, split=split)
     max_norm = spec.max_grad_norm if spec.max_grad_norm is not None else math.inf
     t_start = time.perf_counter()
     model.train()
@@ -115,11 +147,14 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
             indices = batching.step_indices(order, k, split)
-            micro = [
-                [examples[i] for i in mb]
-                for mb in batching.rank_micro_batches(indices, split, accelerator.process_index)
-            ]
-            loss, tokens = accumulate_step(model, micro, pad_id, accelerator)
+
+            def retried(old, new, step=step):
+                result.oom_retries.append({"step": step + 1, "from_micro": old.micro, "to_micro": new.micro})
+
+            loss, tokens, split = step_with_oom_fallback(
+                model, examples, indices, split, pad_id, accelerator, retried
+            )
+            result.split = split
             grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
             reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor)
             if reason is None:
