@@ -82,27 +82,49 @@ def _log(message: str) -> None:
     print(message, flush=True)  # progress must show up promptly even when stdout is a file or pipe
 
 
+def preflight(cfg: StudyConfig) -> None:
+    """Load (and cache) the tokenizer, training set and every evaluation set: bad data fails here,
+    with exit code 2, before anything is written."""
+    from lorasweep.evals.registry import data_source, get
+    from lorasweep.sweep.trial import encoded_train, eval_rows
+
+    encoded_train(cfg)
+    for task in cfg.eval.tasks:
+        for i, row in enumerate(eval_rows(cfg, task)):
+            try:
+                get(task).check_row(row)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise UserError(f"evaluation row {i}: {e}", data_source(task, cfg.eval.data)) from None
+
+
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.report.render import build_report
     from lorasweep.sweep.local import run_sweep, todo
+    from lorasweep.sweep.lock import RunLock
 
     t0 = time.time()
     run_dir = Path(cfg.output_dir)
-    if run_dir.exists():
-        todo(cfg, trials_of(cfg), run_dir)  # refuse a run dir of another config before writing anything
-    run_dir.mkdir(parents=True, exist_ok=True)
-    results.atomic_write_json(
-        run_dir / "study.json", {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)}
-    )
+    trials = trials_of(cfg)
+    preflight(cfg)
+    if run_dir.exists():  # refuse a run dir of another version or config before writing anything
+        if (run_dir / "study.json").exists():
+            load_study(run_dir)
+        todo(cfg, trials, run_dir)
     rows, _ = plan(cfg)
-    if rows:
-        log("batch splits: " + "; ".join(sorted({r.split.describe() for r in rows}, key=len)))
-    run_baseline(cfg, run_dir)
-    run_sweep(cfg, trials_of(cfg), run_dir, {r.trial.id: r.steps for r in rows}, log)
-    report = build_report(
-        run_dir, cfg.report.metric, cfg.report.reference_batch_size, cfg.report.reference_lr
-    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):
+        results.atomic_write_json(
+            run_dir / "study.json", {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)}
+        )
+        splits = {r.split.effective: r.split.describe() for r in rows}
+        for b in sorted(splits):
+            log(splits[b])
+        run_baseline(cfg, run_dir)
+        run_sweep(cfg, trials, run_dir, {r.trial.id: r.steps for r in rows}, log)
+        report = build_report(
+            run_dir, cfg.report.metric, cfg.report.reference_batch_size, cfg.report.reference_lr
+        )
     log(f"study finished in {(time.time() - t0) / 60:.1f} min; report: {report}")
     return report
 

@@ -9,9 +9,17 @@ from lorasweep.cli import main
 
 def test_diverged_trials_are_recorded_and_marked(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["adapter.methods=[lora]", "train.batch_sizes=[4,8]", "train.learning_rates=[5e-3,5.0]",
-            "train.seeds=[0,1]", "data.num_train=64", "eval.num_examples=8", "eval.max_new_tokens=8",
-            "sweep.backend=inprocess", f"output_dir={out}"]
+    args = [
+        "adapter.methods=[lora]",
+        "train.batch_sizes=[4,8]",
+        "train.learning_rates=[5e-3,5.0]",
+        "train.seeds=[0,1]",
+        "data.num_train=64",
+        "eval.num_examples=8",
+        "eval.max_new_tokens=8",
+        "sweep.backend=inprocess",
+        f"output_dir={out}",
+    ]
     assert main(["run", "configs/demo.yaml", *args]) == 0
     for b in (4, 8):
         for seed in (0, 1):

@@ -22,7 +22,9 @@ def run(monkeypatch, spec, examples, fail_above: int | None = None, records=None
     monkeypatch.setattr(loop, "token_loss_sum", flaky)
     model = lora_model()
     acc = Accelerator(cpu=True)
-    result = loop.train(model, examples, spec, 0, acc, on_step=(records.append if records is not None else lambda r: None))
+    result = loop.train(
+        model, examples, spec, 0, acc, on_step=(records.append if records is not None else lambda r: None)
+    )
     return model, result, seen
 
 
@@ -37,8 +39,10 @@ def test_oom_halves_the_micro_batch_and_keeps_the_result(monkeypatch):
     model, result, seen = run(monkeypatch, spec, examples, fail_above=2)
     assert result.status == "completed" and result.steps_done == 2
     assert (result.split.micro, result.split.accumulation) == (2, 4)  # same effective batch 8
-    assert result.oom_retries == [{"step": 1, "from_micro": 8, "to_micro": 4},
-                                  {"step": 1, "from_micro": 4, "to_micro": 2}]
+    assert result.oom_retries == [
+        {"step": 1, "from_micro": 8, "to_micro": 4},
+        {"step": 1, "from_micro": 4, "to_micro": 2},
+    ]
     assert seen[:3] == [8, 4, 2] and max(seen[3:]) == 2
     # same data, same order, same effective batch: the same training result
     torch.testing.assert_close(adapter_weights(model), adapter_weights(clean_model), atol=1e-5, rtol=1e-4)

@@ -56,6 +56,8 @@ PROTOCOLS = {"strict": extract_strict, "flexible": extract_flexible, "paper": ex
 
 def reference_value(answer: str) -> float:
     """The gold number of a GSM8K ``answer`` field (text after the last '####')."""
+    if not isinstance(answer, str):
+        raise ValueError(f"GSM8K 'answer' must be a string, got {type(answer).__name__}")
     value = to_number(answer.rsplit("####", 1)[-1])
     if value is None:
         raise ValueError(f"GSM8K answer has no '#### N': {answer[-60:]!r}")

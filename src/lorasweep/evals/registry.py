@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lorasweep.evals.gsm8k import Gsm8kEvaluator
-from lorasweep.evals.math import MathEvaluator
+from lorasweep.evals.gsm8k import Gsm8kEvaluator, reference_value
+from lorasweep.evals.math import MathEvaluator, gold_answer
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,16 @@ class Task:
     reference: Callable[[dict], str] | None  # reference response, for held-out loss (None: no loss)
     default_data: str | None  # data source when eval.data names none
     metrics: tuple[str, ...]  # metric names, primary first
+    fields: tuple[str, ...] = ()  # row keys the task needs (checked before a sweep starts)
+    gold: Callable[[dict], object] | None = None  # parses a row's gold answer; raises if it has none
+
+    def check_row(self, row: dict) -> None:
+        """Raise ValueError naming what is wrong with one evaluation row."""
+        missing = [k for k in self.fields if k not in row]
+        if missing:
+            raise ValueError(f"missing field(s) {missing} for task {self.name!r}")
+        if self.gold is not None:
+            self.gold(row)
 
 
 EVALUATORS: dict[str, Task] = {
@@ -30,6 +40,8 @@ EVALUATORS: dict[str, Task] = {
         reference=lambda row: row["answer"],
         default_data="builtin:tinyworld",
         metrics=("strict", "flexible", "paper"),
+        fields=("question", "answer"),
+        gold=lambda row: reference_value(row["answer"]),
     ),
     "math": Task(
         "math",
@@ -38,6 +50,8 @@ EVALUATORS: dict[str, Task] = {
         reference=lambda row: row["solution"],
         default_data=None,  # MATH is not available offline: a file or hub id (hendrycks MATH, MATH-500)
         metrics=("paper", "boxed", "minerva", "math_verify"),
+        fields=("problem", "solution"),
+        gold=lambda row: gold_answer(row["solution"]),
     ),
 }
 

@@ -19,7 +19,8 @@ What is covered (Linux; "as root" marks what needs root, which this project's ma
   alive: this also ends descendants that escaped the group with ``setsid`` or a double fork.
 - As root, namespaces: a new network namespace (only a loopback that is down: no connection to anything,
   the host's loopback included) and a new mount namespace in which /tmp, /var/tmp, /dev/shm, /run/lock
-  are fresh private tmpfs (16 MB), so nothing written there reaches the host.
+  (and $TMPDIR) are fresh private tmpfs of 32 MB each; the working folder is remade inside one, so what
+  the program writes, there or in those folders, is bounded, never reaches the host, and vanishes.
 - Always: the runner replaces ``socket.socket``, ``create_connection``, ``getaddrinfo``... so ordinary
   network calls fail. Where no namespace can be made this is the only network barrier.
 - The main process gets SIGKILL if the thread that started it dies (PR_SET_PDEATHSIG).
@@ -35,7 +36,7 @@ What is not covered:
   builtins, objects whose ``__eq__`` is always true. This guards against accidents and runaway code; it is
   not a security boundary for adversarial code (use a VM or gVisor for that).
 - Whole-host budgets: limits are per process (at most RLIMIT_AS x RLIMIT_NPROC of memory); no cgroup.
-  RLIMIT_FSIZE bounds each file in the temporary folder, not how many there are.
+  Without the mount namespace RLIMIT_FSIZE bounds each file in the working folder, not how many.
 - If the calling process is SIGKILLed mid-run, descendants of the program are not cleaned up (their CPU
   limit still ends busy ones).
 """
@@ -85,8 +86,9 @@ os.write(1, b"\\n" + _token + b"\\n")
 _SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 _UID_BASE = 1 << 30
 _CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+_MS_NOSUID, _MS_NODEV, _MS_REC, _MS_PRIVATE = 2, 4, 16384, 1 << 18
 _PR_SET_PDEATHSIG = 1
+_TMPFS = b"size=32m,mode=1777"
 _libc = ctypes.CDLL(None, use_errno=True)
 _uid_lock = threading.Lock()
 _uids_in_use: set[int] = set()
@@ -176,7 +178,7 @@ def _kill_uid(uid: int) -> None:
     raise RuntimeError(f"processes of sandbox uid {uid} survived SIGKILL")
 
 
-def _private_mounts(workdir: str, hidden: tuple[str, ...]) -> None:
+def _private_mounts(workdir: str, hidden: tuple[str, ...], uid: int) -> None:
     """Child side, as root: new network and mount namespaces; a failure leaves the socket prelude."""
     _libc.unshare(_CLONE_NEWNET)
     if _libc.unshare(_CLONE_NEWNS) != 0:
@@ -185,16 +187,23 @@ def _private_mounts(workdir: str, hidden: tuple[str, ...]) -> None:
     if _libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         return
     for folder in hidden:
-        _libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=16m,mode=1777")
-    # The working folder may now be hidden under a new tmpfs; cwd still points at it: bind it back.
+        _libc.mount(b"tmpfs", folder.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, _TMPFS)
+    # The working folder is under a hidden one: recreate it in the new tmpfs, so that what the program
+    # writes stays in bounded memory and vanishes with the namespace. The old cwd still reads program.py.
+    with open("program.py", "rb") as f:
+        source = f.read()
     os.makedirs(workdir, exist_ok=True)
-    _libc.mount(b".", workdir.encode(), None, _MS_BIND, None)
+    os.chown(workdir, uid, uid)
+    os.chdir(workdir)
+    with open("program.py", "wb") as f:
+        f.write(source)
 
 
 def _child_setup(limits: Limits, uid: int | None, workdir: str, nproc: int) -> Callable[[], None]:
     """preexec_fn. It runs between fork and exec of a possibly multi-threaded parent, so it only makes
     system calls through already-loaded modules (no imports, no locks of other threads)."""
-    hidden = tuple(sorted(d for d in {*_SHARED_WRITABLE, tempfile.gettempdir()} if os.path.isdir(d)))
+    shared = {*_SHARED_WRITABLE, tempfile.gettempdir()}
+    hidden = tuple(sorted(d for d in shared if os.path.isdir(d) and not os.path.islink(d)))
     cpu = math.ceil(limits.timeout_s) + 1
     caps = (
         (resource.RLIMIT_CPU, cpu, cpu + 1),  # soft: SIGXCPU ("timeout"); hard: SIGKILL
@@ -207,7 +216,7 @@ def _child_setup(limits: Limits, uid: int | None, workdir: str, nproc: int) -> C
 
     def setup() -> None:
         if uid is not None:
-            _private_mounts(workdir, tuple(h for h in hidden if not os.path.islink(h)))
+            _private_mounts(workdir, hidden, uid)
         for which, soft, hard in caps:
             resource.setrlimit(which, (soft, hard))
         if uid is not None:

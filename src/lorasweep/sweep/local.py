@@ -90,7 +90,7 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> None:
     """Run every not-yet-finished trial of ``trials`` into ``run_dir``; prints progress."""
-    with RunLock(run_dir):
+    with RunLock.held(run_dir):
         pending = schedule_order(todo(cfg, trials, run_dir))
         done0 = len(trials) - len(pending)
         log(

@@ -10,9 +10,20 @@ from lorasweep.errors import UserError
 
 
 class RunLock:
+    """Re-entrant within one process: ``held`` reuses a lock this process already holds."""
+
+    _held: dict[Path, RunLock] = {}
+
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = (run_dir / ".lock").resolve()
         self.fd: int | None = None
+
+    @classmethod
+    def held(cls, run_dir: Path):
+        import contextlib
+
+        path = (run_dir / ".lock").resolve()
+        return contextlib.nullcontext(cls._held[path]) if path in cls._held else cls(run_dir)
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,9 +39,11 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self.fd = fd
+        RunLock._held[self.path] = self
         return self
 
     def __exit__(self, *exc) -> None:
+        RunLock._held.pop(self.path, None)
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)

@@ -182,7 +182,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
 
         def on_step(record: dict) -> None:
             # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
-            clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+            clean = {
+                k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
+            }
             steplog.write(json.dumps(clean) + "\n")
             steplog.flush()
 
@@ -198,8 +200,11 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
         "final_loss": result.losses[-1] if result.losses else None,
         "trainable_parameters": n_trainable,
-        "split": {"micro": result.split.micro, "accumulation": result.split.accumulation,
-                  "world": result.split.world},
+        "split": {
+            "micro": result.split.micro,
+            "accumulation": result.split.accumulation,
+            "world": result.split.world,
+        },
         "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
         "oom_retries": result.oom_retries,
     }
