@@ -86,8 +86,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if args.task not in EVALUATORS:
             raise UserError(f"unknown task {args.task!r}; valid: {', '.join(EVALUATORS)}", "--task")
-        metrics, out = score_predictions(args.task, Path(args.predictions), args.data,
-                                         Path(args.out) if args.out else None)
+        metrics, out = score_predictions(
+            args.task, Path(args.predictions), args.data, Path(args.out) if args.out else None
+        )
         print(json.dumps({k: v for k, v in metrics.items() if k not in ("predictions",)}, indent=2))
         print(f"per-item scores: {out}")
         return 0

@@ -32,7 +32,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 @dataclass
 class ModelConfig:
     source: str = _f(
-        "builtin:tinyworld", "base model: HF id, local folder, .gguf file, fetch:smollm2-135m or builtin:tinyworld"
+        "builtin:tinyworld",
+        "base model: HF id, local folder, .gguf file, fetch:smollm2-135m or builtin:tinyworld",
     )
     dtype: str = _f("float32", "weights dtype for training", choices=("float32", "bfloat16", "float16"))
 
@@ -47,8 +48,9 @@ class DataConfig:
         "auto", "row schema", choices=("auto", "gsm8k", "metamath", "alpaca", "codefeedback", "wizardlm")
     )
     num_train: int = _f(3072, "use the first N training rows (the fixed data budget per epoch)", min=1)
-    template: str = _f("plain", "prompt template (chat = the model's own chat template)",
-                       choices=("plain", "alpaca", "chat"))
+    template: str = _f(
+        "plain", "prompt template (chat = the model's own chat template)", choices=("plain", "alpaca", "chat")
+    )
     max_seq_len: int = _f(128, "truncate prompt+response to this many tokens", min=8)
 
 

