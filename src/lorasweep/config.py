@@ -55,6 +55,18 @@ class DataConfig:
 
 
 @dataclass
+class JudgeConfig:
+    backend: str = _f("openai-compatible", "judge backend (registry name: openai-compatible, local)")
+    base_url: str = _f("http://127.0.0.1:8000/v1", "openai-compatible: the API base URL")
+    model: str = _f("gpt-4o-mini", "judge model name (openai-compatible) or HF id/folder (local)")
+    api_key_env: str | None = _f("OPENAI_API_KEY", "name of the environment variable holding the API key")
+    timeout_s: float = _f(60.0, "per-request timeout", gt=0)
+    max_retries: int = _f(5, "retries on timeouts, 429 and 5xx (exponential backoff)", min=0)
+    concurrency: int = _f(4, "judge requests in flight at once", min=1)
+    max_tokens: int = _f(1024, "judge response length limit", min=16)
+
+
+@dataclass
 class EvalConfig:
     tasks: list[str] = _f(["gsm8k"], "evaluators to run on every trial")
     data: dict[str, str] = _f(
@@ -64,6 +76,7 @@ class EvalConfig:
     max_new_tokens: int = _f(32, "greedy generation length limit", min=1)
     batch_size: int = _f(64, "generation batch size (pinned: it changes greedy results)", min=1)
     heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
 @dataclass

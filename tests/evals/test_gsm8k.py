@@ -26,6 +26,21 @@ CASES = [
     ("The answer is: 7 apples", 7, False, True, True),
     ("The answer is: 7.4", 7, False, False, True),  # only the paper protocol rounds
     ("#### 72\n#### 73", 72, True, False, False),
+    ("#### 0", 0, True, True, False),
+    ("#### -0.5", -0.5, True, True, False),
+    ("The answer is: 1/2", 0.5, False, False, True),
+    ("The answer is: 2,500,000", 2_500_000, False, True, True),
+    ("The answer is: -3/4", -0.75, False, False, True),
+    ("#### 1,000,000", 1_000_000, True, True, False),
+    ("The total is 15 dollars.\n#### 15", 15, True, True, False),
+    ("3 + 4 = 7\n7 * 2 = 14\n#### 14", 14, True, True, False),
+    ("#### 14.00", 14, True, True, False),
+    ("The answer is 42.", 42, False, True, False),  # no colon: not the paper's marker
+    ("The answer is: ", 5, False, False, False),
+    ("#### $5", 5, False, True, False),  # strict regex does not allow '$'
+    ("He has 5 apples. The answer is: 5 apples.", 5, False, True, True),
+    ("#### 8\n", 8, True, True, False),
+    ("answer: 3.14159", 3.14159, False, True, False),
 ]
 
 

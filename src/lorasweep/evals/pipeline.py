@@ -41,12 +41,25 @@ def score_generations(task: str, rows: list[dict], generations: Path, out_dir: P
 
 
 def evaluate(
-    task: str, model, tokenizer, rows: list[dict], settings: GenerationSettings, out_dir: Path
+    task: str,
+    model,
+    tokenizer,
+    rows: list[dict],
+    settings: GenerationSettings,
+    out_dir: Path,
+    options: dict | None = None,
 ) -> dict:
-    """All stages for one task; returns the aggregated metrics (and leaves every stage's file)."""
-    gen_path = out_dir / f"{task}.generations.jsonl"
-    run_generation(task, model, tokenizer, rows, settings, gen_path)
-    metrics = score_generations(task, rows, gen_path, out_dir)
+    """All stages for one task; returns the aggregated metrics (and leaves every stage's file).
+
+    ``options`` carries task-specific plain settings (MT-Bench: ``{"judge": {...}}``).
+    """
+    spec = get(task)
+    if spec.run is not None:
+        metrics = spec.run(model, tokenizer, rows, settings, out_dir, options or {})
+    else:
+        gen_path = out_dir / f"{task}.generations.jsonl"
+        run_generation(task, model, tokenizer, rows, settings, gen_path)
+        metrics = score_generations(task, rows, gen_path, out_dir)
     protocol = {
         "template": settings.template,
         "max_new_tokens": settings.max_new_tokens,

@@ -23,6 +23,9 @@ class Task:
     metrics: tuple[str, ...]  # metric names, primary first
     fields: tuple[str, ...] = ()  # row keys the task needs (checked before a sweep starts)
     gold: Callable[[dict], object] | None = None  # parses a row's gold answer; raises if it has none
+    # A task whose stages differ from generate -> score (MT-Bench: two turns, then a judge) runs itself:
+    # run(model, tokenizer, rows, settings, out_dir, options) -> metrics
+    run: Callable[..., dict] | None = None
 
     def check_row(self, row: dict) -> None:
         """Raise ValueError naming what is wrong with one evaluation row."""

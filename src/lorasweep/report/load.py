@@ -42,7 +42,17 @@ def load_trials(run_dir: Path, metric: str) -> list[dict]:
                 "seconds": status.get("seconds"),
             }
         )
-    return rows
+    return sorted(rows, key=_study_order(run_dir))
+
+
+def _study_order(run_dir: Path):
+    """Rows in the study's method order (as configured), then batch size, LR, seed."""
+    methods: list[str] = []
+    if (run_dir / "study.json").exists():
+        config = results.read_json(run_dir / "study.json").get("config", {})
+        methods = config.get("adapter", {}).get("methods", [])
+    rank = {m: i for i, m in enumerate(methods)}
+    return lambda r: (rank.get(r["method"], len(rank)), r["method"], r["batch_size"], r["lr"], r["seed"])
 
 
 def load_baseline(run_dir: Path, metric: str) -> float | None:

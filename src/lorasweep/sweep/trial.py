@@ -5,6 +5,8 @@ The single trial function every backend calls (in-process, local workers, later 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -90,7 +92,8 @@ def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path) -> dict:
     metrics = {}
     for task in cfg.eval.tasks:
         rows = eval_rows(cfg, task)
-        metrics[task] = evals.evaluate(task, model, tok, rows, settings, out_dir)
+        options = {"judge": dataclasses.asdict(cfg.eval.judge)}
+        metrics[task] = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
         spec = evals.EVALUATORS[task]
         if cfg.eval.heldout_loss and spec.reference is not None:
             enc = [
@@ -110,17 +113,25 @@ def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[st
 
     Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
     so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
+    Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches ``trial_dir``.
     """
-    if trial_dir.exists():
-        shutil.rmtree(trial_dir)
-    trial_dir.mkdir(parents=True)
+    from lorasweep.train import device
+
+    main = device.is_main_process()
     started = time.time()
-    results.atomic_write_json(trial_dir / "config.json", trial_config(cfg, trial))
-    results.write_status(trial_dir, "running", started=started)
+    if main:
+        if trial_dir.exists():
+            shutil.rmtree(trial_dir)
+        trial_dir.mkdir(parents=True)
+        results.atomic_write_json(trial_dir / "config.json", trial_config(cfg, trial))
+        results.write_status(trial_dir, "running", started=started)
     try:
         outcome = _train_and_evaluate(cfg, trial, trial_dir, log)
     except Exception as e:  # recorded, not raised: one bad trial must not stop a sweep
         tb = traceback.format_exc()
+        if not main:
+            log(tb)
+            return {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
         results.atomic_write_text(trial_dir / "error.txt", tb)
         record = {
             "state": "failed",
@@ -131,7 +142,8 @@ def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[st
         results.write_status(trial_dir, **record)
         return record
     record = {"started": started, "seconds": time.time() - started, **outcome}
-    results.write_status(trial_dir, **record)
+    if main:
+        results.write_status(trial_dir, **record)
     return record
 
 
@@ -140,11 +152,13 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
 
     from lorasweep import adapters, models
     from lorasweep.adapters import export
-    from lorasweep.train import batching, loop
+    from lorasweep.train import batching, device, loop
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=device.mixed_precision())
+    device.enable_tf32()
+    device.reset_peak_memory()
     torch.manual_seed(trial.seed)
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device)
     train_set = encoded_train(cfg)
@@ -178,9 +192,12 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         max_grad_norm=cfg.train.max_grad_norm,
         divergence_factor=cfg.train.divergence_factor,
     )
-    with (trial_dir / "steps.jsonl").open("w") as steplog:
+    main = accelerator.is_main_process
+    with (trial_dir / "steps.jsonl").open("w") if main else contextlib.nullcontext() as steplog:
 
         def on_step(record: dict) -> None:
+            if steplog is None:
+                return
             # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
             clean = {
                 k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
@@ -207,6 +224,8 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         },
         "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
         "oom_retries": result.oom_retries,
+        "peak_memory": device.peak_memory(),
+        "device": device.describe(accelerator),
     }
     metrics: dict = {"train": train_metrics}
     if accelerator.is_main_process:

@@ -159,7 +159,8 @@ def train(
             )
             result.split = split
             grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
-            reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor)
+            scaled = getattr(accelerator, "scaler", None) is not None
+            reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor, scaled)
             if reason is None:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -187,10 +188,14 @@ def train(
     return result
 
 
-def _divergence(loss: float, grad_norm: float, history: list[float], factor: float) -> str | None:
+def _divergence(
+    loss: float, grad_norm: float, history: list[float], factor: float, scaled: bool = False
+) -> str | None:
     if not math.isfinite(loss):
         return f"non-finite loss ({loss})"
-    if not math.isfinite(grad_norm):
+    # fp16 loss scaling: an overflowing gradient is expected; the scaler skips that step and lowers
+    # the scale, so it is not divergence.
+    if not math.isfinite(grad_norm) and not scaled:
         return f"non-finite gradient norm ({grad_norm})"
     if history and loss > factor * history[0]:
         return f"loss {loss:.4g} exceeded {factor:g} x the first loss {history[0]:.4g}"
