@@ -169,3 +169,27 @@ def test_locked_run_dir_is_refused(run_dir, capsys):
         assert main(["run", "configs/demo.yaml", f"output_dir={run_dir}", *TINY]) == 2
         assert "another sweep" in capsys.readouterr().err
         assert tree_hash(run_dir) == before
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(run_dir, capsys):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vLLM is installed here")
+    except ImportError:
+        pass
+    check(
+        run_dir,
+        capsys,
+        ["run", "configs/demo.yaml", f"output_dir={run_dir}", *TINY, "eval.backend=vllm"],
+        "eval.backend: eval.backend=vllm needs vLLM",
+    )
+
+
+def test_vllm_max_lora_rank_rounds_up(tmp_path):
+    from lorasweep.evals.vllm_backend import max_lora_rank
+
+    for r, expected in [(8, 8), (12, 16), (256, 256), (300, 320)]:
+        (tmp_path / "adapter_config.json").write_text(json.dumps({"r": r}))
+        assert max_lora_rank(tmp_path) == expected

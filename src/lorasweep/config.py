@@ -75,6 +75,9 @@ class EvalConfig:
     num_examples: int | None = _f(None, "evaluate on the first N rows of each task (null = all)", min=1)
     max_new_tokens: int = _f(32, "greedy generation length limit", min=1)
     batch_size: int = _f(64, "generation batch size (pinned: it changes greedy results)", min=1)
+    backend: str = _f(
+        "hf", "generation engine: hf (generate) or vllm (GPU only, optional extra)", choices=("hf", "vllm")
+    )
     heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 

@@ -88,6 +88,10 @@ def preflight(cfg: StudyConfig) -> None:
     from lorasweep.evals.registry import data_source, get
     from lorasweep.sweep.trial import encoded_train, eval_rows
 
+    if cfg.eval.backend == "vllm":
+        from lorasweep.evals.vllm_backend import require_vllm
+
+        require_vllm()
     encoded_train(cfg)
     for task in cfg.eval.tasks:
         for i, row in enumerate(eval_rows(cfg, task)):

@@ -7,6 +7,7 @@ Every stage leaves its file in the trial's ``eval/`` folder (``<task>.generation
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class GenerationSettings:
     template: str
     max_new_tokens: int
     batch_size: int
+    # prompts -> completions from another engine (vLLM); None = HF generate on the given model
+    generator: Callable[[list[str]], list[str]] | None = None
 
 
 def run_generation(
@@ -28,7 +31,10 @@ def run_generation(
 ) -> None:
     t = get(task)
     prompts = [templates.render(settings.template, t.prompt(r), "", tokenizer)[0] for r in rows]
-    completions = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
+    if settings.generator is not None:
+        completions = settings.generator(prompts)
+    else:
+        completions = generate(model, tokenizer, prompts, settings.max_new_tokens, settings.batch_size)
     write_jsonl(path, [{"task_id": i, "completion": c} for i, c in enumerate(completions)])
 
 
@@ -65,5 +71,6 @@ def evaluate(
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": settings.batch_size,
         "decoding": "greedy",
+        "backend": "hf" if settings.generator is None else "vllm",
     }
     return {**metrics, "protocol": protocol}

@@ -82,13 +82,15 @@ def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
     return _rows(data_source(task, cfg.eval.data), cfg.eval.num_examples)
 
 
-def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path) -> dict:
+def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, generator=None) -> dict:
     """Every configured task on ``model`` (generation, scoring, held-out loss) -> metrics by task."""
     from lorasweep import evals
     from lorasweep.data import templates, tokenize
     from lorasweep.evals.heldout import heldout_loss
 
-    settings = evals.GenerationSettings(cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    settings = evals.GenerationSettings(
+        cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size, generator=generator
+    )
     metrics = {}
     for task in cfg.eval.tasks:
         rows = eval_rows(cfg, task)
@@ -236,7 +238,14 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         t = time.perf_counter()
         merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
         merged.eval()
-        metrics.update(evaluate_model(cfg, merged, tok, trial_dir / "eval"))
+        generator = None
+        if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
+            from lorasweep.evals.vllm_backend import vllm_generator
+
+            adapter_dir = trial_dir / ("adapter_plain_lora" if residual else "adapter")
+            base = models.resolve_source(cfg.model.source)
+            generator = vllm_generator(base, adapter_dir, cfg.model.dtype, cfg.eval.max_new_tokens)
+        metrics.update(evaluate_model(cfg, merged, tok, trial_dir / "eval", generator))
         timings["eval"] = time.perf_counter() - t
     if accelerator.is_main_process:
         results.atomic_write_json(trial_dir / "metrics.json", metrics)
