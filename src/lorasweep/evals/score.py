@@ -54,6 +54,10 @@ def score_predictions(
 ) -> tuple[dict, Path]:
     """Score ``predictions`` for ``task`` against ``data`` (default: the task's offline copy)."""
     spec = get(task)
+    if spec.scorer is None:
+        raise UserError(
+            f"task {task!r} is judged, not scored from a file; it runs inside `lorasweep run`", "--task"
+        )
     source = data or data_source(task, {})
     rows = sources.load_rows(source, "test", None)
     preds = read_predictions(predictions)

@@ -103,13 +103,13 @@ class Headline:
 
 
 def headline(best: dict[tuple[str, int], Best]) -> Headline | None:
-    """The largest spread, over batch sizes, of tuned accuracy within one method (in points)."""
+    """The largest spread, over batch sizes, of the tuned metric within one method (display units)."""
     spreads = []
     for m in dict.fromkeys(k[0] for k in best):
         tuned = [(b.cell.mean, b.batch_size) for (mm, _), b in best.items() if mm == m and b.cell]
         if len(tuned) >= 2:
             hi, lo = max(tuned), min(tuned)
-            spreads.append(Headline(100 * (hi[0] - lo[0]), m, hi[1], lo[1]))
+            spreads.append(Headline(hi[0] - lo[0], m, hi[1], lo[1]))
     return max(spreads, key=lambda h: h.points, default=None)
 
 

@@ -31,15 +31,13 @@ def accuracy_vs_batch(
         if not pts:
             continue
         xs = [x for x, _ in pts]
-        ax.plot(xs, [100 * c.mean for _, c in pts], marker="o", label=m)
-        ax.fill_between(
-            xs, [100 * min(c.values) for _, c in pts], [100 * max(c.values) for _, c in pts], alpha=0.2
-        )
+        ax.plot(xs, [c.mean for _, c in pts], marker="o", label=m)
+        ax.fill_between(xs, [min(c.values) for _, c in pts], [max(c.values) for _, c in pts], alpha=0.2)
     if baseline is not None:
-        ax.axhline(100 * baseline, color="grey", linestyle="--", linewidth=1, label="base model")
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="base model")
     _batch_axis(ax, batches)
-    ax.set_ylabel(f"{metric} (%) at best LR")
-    ax.set_title("Accuracy vs batch size (LR tuned per batch size)")
+    ax.set_ylabel(f"{metric} at best LR")
+    ax.set_title("Batch size, LR tuned per batch size")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -51,12 +49,12 @@ def lr_batch_heatmap(table: dict[tuple[str, int, float], Cell], method: str, met
     """Mean accuracy over seeds for every (LR, batch size); 'div' marks cells where a seed diverged."""
     _, batches, lrs = axes(table)
     grid = [[table.get((method, b, lr)) for b in batches] for lr in lrs]
-    values = [[100 * c.mean if c and c.mean is not None else float("nan") for c in row] for row in grid]
+    values = [[c.mean if c and c.mean is not None else float("nan") for c in row] for row in grid]
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(batches), 1.0 + 0.6 * len(lrs)))
     im = ax.imshow(values, cmap="viridis", aspect="auto", origin="lower")
     for i, row in enumerate(grid):
         for j, c in enumerate(row):
-            text = "-" if c is None else f"{100 * c.mean:.0f}" if c.mean is not None else "div"
+            text = "-" if c is None else f"{c.mean:.0f}" if c.mean is not None else "div"
             if c is not None and (c.n_diverged or c.n_failed) and c.mean is not None:
                 text += "*"
             ax.text(j, i, text, ha="center", va="center", color="w", fontsize=8)
@@ -64,7 +62,7 @@ def lr_batch_heatmap(table: dict[tuple[str, int, float], Cell], method: str, met
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_xlabel("effective batch size")
     ax.set_ylabel("learning rate")
-    ax.set_title(f"{method}: {metric} (%)")
+    ax.set_title(f"{method}: {metric}")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -82,9 +80,9 @@ def accuracy_per_lr(table: dict[tuple[str, int, float], Cell], method: str, metr
             if (method, b, lr) in table and table[(method, b, lr)].mean is not None
         ]
         if pts:
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"lr {lr:g}")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"lr {lr:g}")
     _batch_axis(ax, batches)
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(metric)
     ax.set_title(f"{method}: every learning rate")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

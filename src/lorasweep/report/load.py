@@ -8,6 +8,18 @@ from lorasweep import results
 from lorasweep.errors import UserError
 
 
+def unit(metric: str) -> str:
+    """Display unit: accuracies as %, judge scores (MT-Bench, 1-10) as they are."""
+    from lorasweep.evals.registry import EVALUATORS
+
+    task = EVALUATORS.get(metric.split(".")[0])
+    return "score" if task is not None and not task.percent else "%"
+
+
+def _display(value: float | None, metric: str) -> float | None:
+    return None if value is None else value * (100.0 if unit(metric) == "%" else 1.0)
+
+
 def metric_value(metrics: dict, metric: str) -> float | None:
     """``"gsm8k.strict"`` -> metrics["gsm8k"]["strict"]."""
     node = metrics
@@ -35,7 +47,7 @@ def load_trials(run_dir: Path, metric: str) -> list[dict]:
                 **trial,
                 "id": d.name,
                 "state": state,
-                "value": metric_value(metrics, metric) if state == "completed" else None,
+                "value": _display(metric_value(metrics, metric), metric) if state == "completed" else None,
                 "heldout_loss": metric_value(metrics, f"{metric.split('.')[0]}.heldout_loss"),
                 "steps": status.get("steps"),
                 "diverged_at": status.get("diverged_at"),
@@ -57,4 +69,4 @@ def _study_order(run_dir: Path):
 
 def load_baseline(run_dir: Path, metric: str) -> float | None:
     path = run_dir / "baseline" / "metrics.json"
-    return metric_value(results.read_json(path), metric) if path.exists() else None
+    return _display(metric_value(results.read_json(path), metric), metric) if path.exists() else None

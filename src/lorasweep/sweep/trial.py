@@ -82,7 +82,7 @@ def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
     return _rows(data_source(task, cfg.eval.data), cfg.eval.num_examples)
 
 
-def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, generator=None) -> dict:
+def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, run_dir: Path, generator=None) -> dict:
     """Every configured task on ``model`` (generation, scoring, held-out loss) -> metrics by task."""
     from lorasweep import evals
     from lorasweep.data import templates, tokenize
@@ -94,7 +94,11 @@ def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, generator=None) 
     metrics = {}
     for task in cfg.eval.tasks:
         rows = eval_rows(cfg, task)
-        options = {"judge": dataclasses.asdict(cfg.eval.judge)}
+        # one judgment cache per run: a re-run trial never pays for a judgment twice
+        options = {
+            "judge": dataclasses.asdict(cfg.eval.judge),
+            "judge_cache": str(run_dir / "judge-cache.jsonl"),
+        }
         metrics[task] = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
         spec = evals.EVALUATORS[task]
         if cfg.eval.heldout_loss and spec.reference is not None:
@@ -245,7 +249,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
             adapter_dir = trial_dir / ("adapter_plain_lora" if residual else "adapter")
             base = models.resolve_source(cfg.model.source)
             generator = vllm_generator(base, adapter_dir, cfg.model.dtype, cfg.eval.max_new_tokens)
-        metrics.update(evaluate_model(cfg, merged, tok, trial_dir / "eval", generator))
+        metrics.update(
+            evaluate_model(cfg, merged, tok, trial_dir / "eval", trial_dir.parent.parent, generator)
+        )
         timings["eval"] = time.perf_counter() - t
     if accelerator.is_main_process:
         results.atomic_write_json(trial_dir / "metrics.json", metrics)
