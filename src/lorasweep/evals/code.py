@@ -132,10 +132,11 @@ def _ordinals(samples: Sequence[tuple[object, str]]) -> list[int]:
 
 
 @dataclass(frozen=True)
-class HumanEvalEvaluator:
-    """pass@k on rows in HumanEval's schema (task_id, prompt, canonical_solution, test, entry_point)."""
+class CodeEvaluator:
+    """pass@k by running each completion, assembled into a program with its tests, in the sandbox."""
 
-    name: str = "humaneval"
+    name: str
+    program: Callable[[dict, str], str]  # (row, completion) -> program text with the row's tests
     workers: int = 2
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
 
@@ -146,25 +147,17 @@ class HumanEvalEvaluator:
     def score_samples(
         self, rows: list[dict], samples: Sequence[tuple[object, str]], ks: Sequence[int] = (1, 10)
     ) -> tuple[list[dict], dict]:
-        return score_programs(rows, samples, humaneval_program, ks, self.workers, self.limits)
+        return score_programs(rows, samples, self.program, ks, self.workers, self.limits)
 
 
-@dataclass(frozen=True)
-class MbppEvaluator:
-    """pass@k on rows in MBPP's schema (task_id, text, code, test_list, optional test_setup_code)."""
+def HumanEvalEvaluator(**kw) -> CodeEvaluator:  # noqa: N802 - reads like the evaluator it builds
+    """Rows in HumanEval's schema (task_id, prompt, canonical_solution, test, entry_point)."""
+    return CodeEvaluator("humaneval", humaneval_program, **kw)
 
-    name: str = "mbpp"
-    workers: int = 2
-    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
 
-    def score(self, rows: list[dict], completions: list[str]) -> tuple[list[dict], dict]:
-        samples = [(row["task_id"], c) for row, c in zip(rows, completions, strict=True)]
-        return self.score_samples(rows, samples, ks=(1,))
-
-    def score_samples(
-        self, rows: list[dict], samples: Sequence[tuple[object, str]], ks: Sequence[int] = (1, 10)
-    ) -> tuple[list[dict], dict]:
-        return score_programs(rows, samples, mbpp_program, ks, self.workers, self.limits)
+def MbppEvaluator(**kw) -> CodeEvaluator:  # noqa: N802
+    """Rows in MBPP's schema (task_id, text, code, test_list, optional test_setup_code)."""
+    return CodeEvaluator("mbpp", mbpp_program, **kw)
 
 
 def load_humaneval() -> list[dict]:
