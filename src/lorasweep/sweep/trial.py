@@ -1,6 +1,6 @@
 """One trial: (method, batch size, LR, seed) -> a self-describing trial directory.
 
-The single trial function every backend calls (in-process, local workers, later Ray).
+The single trial function every backend calls (in-process, local workers, Ray).
 """
 
 from __future__ import annotations
