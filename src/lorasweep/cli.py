@@ -19,7 +19,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seeds=[0]")
         return s
 
-    with_config("run", "the whole study: sweep, evaluation, report (re-run to resume)")
+    r = with_config("run", "the whole study: sweep, evaluation, report (re-run to resume)")
+    r.add_argument("--backend", choices=("local", "inprocess", "ray"), help="same as sweep.backend=...")
     t = with_config("train", "one trial (defaults: the first value of each grid axis)")
     t.add_argument("--method")
     t.add_argument("--batch-size", type=int)
@@ -117,7 +118,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(build_report(Path(args.run_dir), metrics, r.reference_batch_size, r.reference_lr))
         return 0
 
-    cfg = load_config(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "backend", None):
+        overrides.append(f"sweep.backend={args.backend}")
+    cfg = load_config(args.config, overrides)
     if args.command == "plan":
         print(study.format_plan(cfg, *study.plan(cfg)))
     elif args.command == "run":

@@ -111,9 +111,14 @@ class TrainConfig:
 
 @dataclass
 class SweepConfig:
-    backend: str = _f("local", "where trials run", choices=("local", "inprocess"))
-    workers: int = _f(2, "local worker processes", min=1)
+    backend: str = _f("local", "where trials run", choices=("local", "inprocess", "ray"))
+    workers: int = _f(
+        2, "local worker processes (ray: CPUs of a cluster started here / cpus_per_trial)", min=1
+    )
     threads_per_worker: int = _f(1, "torch threads per worker (1 is fastest on small CPUs)", min=1)
+    ray_address: str | None = _f(None, "ray: an existing cluster ('auto', 'host:port'); null starts one here")
+    cpus_per_trial: float = _f(1.0, "ray: CPUs reserved per trial", gt=0)
+    gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
 
 
 @dataclass

@@ -92,6 +92,11 @@ def preflight(cfg: StudyConfig) -> None:
         from lorasweep.evals.vllm_backend import require_vllm
 
         require_vllm()
+    if cfg.sweep.backend == "ray":
+        from lorasweep.sweep.ray_backend import check_available, ray_settings
+
+        check_available()
+        ray_settings(cfg)
     encoded_train(cfg)
     for task in cfg.eval.tasks:
         for i, row in enumerate(eval_rows(cfg, task)):

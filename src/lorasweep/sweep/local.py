@@ -90,6 +90,10 @@ def run_sweep(
     log: Callable[[str], None] = print,
 ) -> None:
     """Run every not-yet-finished trial of ``trials`` into ``run_dir``; prints progress."""
+    if cfg.sweep.backend == "ray":  # same trial function, same directories; Ray is an optional extra
+        from lorasweep.sweep.ray_backend import run_sweep_ray
+
+        return run_sweep_ray(cfg, trials, run_dir, total_steps, log)
     with RunLock.held(run_dir):
         pending = schedule_order(todo(cfg, trials, run_dir))
         done0 = len(trials) - len(pending)

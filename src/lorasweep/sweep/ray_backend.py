@@ -1,0 +1,329 @@
+"""The Ray backend: the sweep's trials as a Ray Tune grid, on an existing Ray cluster or a local one.
+
+What is covered: the same trial function (``run_trial``) and the same per-trial directories as the
+local backend; Ray Tune schedules the (method, batch size, LR, seed) points still to run, each with
+its CPUs and (fractional) GPUs; Ray's own experiment state goes to ``run_dir/ray``.  Resuming has two
+layers: ``Tuner.restore`` continues the last Ray experiment when Ray's record of it agrees with the
+trial directories (else a new experiment runs the trials still to do), and a trial whose directory
+says it finished (``completed``/``diverged``, same config) is never run again, whatever Ray believes.
+
+What is not covered: trial checkpoints (an unfinished trial restarts from scratch, as locally); clusters
+without a shared filesystem: every node must see ``run_dir`` at the same path (Ray's own
+``storage_path`` needs that for multi-node runs too) and have lorasweep and its dependencies installed.
+
+``import ray`` happens only inside this module's functions: importing lorasweep never needs Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorasweep import results
+from lorasweep.config import StudyConfig
+from lorasweep.errors import UserError
+from lorasweep.sweep.grid import Trial, schedule_order
+from lorasweep.sweep.local import _Progress, same_trial_config, todo, trial_dir
+from lorasweep.sweep.lock import RunLock
+from lorasweep.sweep.trial import run_trial
+
+EXPERIMENT_PREFIX = "sweep-"  # Ray experiments under run_dir/ray are named sweep-<UTC time>
+_OVER = (*results.TERMINAL, "failed")  # states a trial leaves behind when its function returned
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How the sweep runs on Ray, as plain values (built from ``cfg.sweep`` by ``ray_settings``)."""
+
+    address: str | None  # an existing cluster ("auto", "host:port", "ray://..."); None: start one here
+    cpus_per_trial: float
+    gpus_per_trial: float  # fractional values pack several trials onto one GPU
+    threads: int  # torch threads inside each trial
+    local_cpus: int  # CPUs of a cluster started here: ``workers`` trials at once, as locally
+
+    def describe(self) -> str:
+        return (
+            f"Ray: {self.cpus_per_trial:g} CPU + {self.gpus_per_trial:g} GPU per trial, "
+            f"{self.threads} thread(s)"
+        )
+
+
+def ray_settings(cfg: StudyConfig) -> RaySettings:
+    s = cfg.sweep
+    cpus = float(getattr(s, "cpus_per_trial", 1))
+    gpus = float(getattr(s, "gpus_per_trial", 0))
+    if cpus <= 0:
+        raise UserError(f"must be > 0, got {cpus:g}", "sweep.cpus_per_trial")
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise UserError(f"must be >= 0, and whole above 1 (Ray's rule), got {gpus:g}", "sweep.gpus_per_trial")
+    return RaySettings(
+        address=getattr(s, "ray_address", None) or None,
+        cpus_per_trial=cpus,
+        gpus_per_trial=gpus,
+        threads=s.threads_per_worker,
+        local_cpus=max(1, math.ceil(s.workers * cpus)),
+    )
+
+
+def check_available() -> None:
+    """Raise a ``UserError`` naming the extra when Ray (with Tune) is not installed."""
+    try:
+        import ray  # noqa: F401
+        from ray import tune  # noqa: F401
+    except ImportError as e:
+        raise UserError(
+            f"backend ray needs Ray Tune ({e}): pip install 'lorasweep[ray]'", "sweep.backend"
+        ) from None
+
+
+def run_sweep_ray(
+    cfg: StudyConfig,
+    trials: list[Trial],
+    run_dir: Path,
+    total_steps: dict[str, int] | None = None,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Run every not-yet-finished trial of ``trials`` into ``run_dir`` with Ray Tune; prints progress.
+
+    The signature of ``local.run_sweep``.  Ctrl-C stops Ray Tune gracefully and raises
+    ``KeyboardInterrupt``; re-running resumes.
+    """
+    check_available()
+    settings = ray_settings(cfg)
+    run_dir = Path(run_dir).resolve()  # Ray workers may start in another directory
+    with RunLock.held(run_dir):
+        pending = schedule_order(todo(cfg, trials, run_dir))
+        done0 = len(trials) - len(pending)
+        log(f"{len(trials)} trials: {done0} already finished, {len(pending)} to run ({settings.describe()})")
+        if not pending:
+            return
+        progress = _Progress(len(trials), done0, total_steps or {}, run_dir, log)
+        with _cluster(settings, log), _watching(progress, pending, run_dir):
+            grid = _tuner(cfg, pending, run_dir, settings, log).fit()
+        _check_finished(grid, pending, run_dir)
+
+
+# ---------------------------------------------------------------- on the workers
+
+
+class TrialFailed(Exception):
+    """Raised by the Ray trial function for a ``failed`` trial, so Ray records it as errored and
+    ``Tuner.restore(restart_errored=True)`` runs it again, as the local backend does on resume."""
+
+
+def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cwd: str) -> None:
+    """The function Ray Tune runs for one grid point: ``run_trial``, unless the directory says done."""
+    import warnings
+
+    import torch
+    from ray import tune
+    from transformers.utils import logging as hf_logging
+
+    if os.path.isdir(cwd):
+        os.chdir(cwd)  # Tune starts trials in its own folder; relative config paths are the driver's
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    trial = Trial(**config["trial"])
+    d = trial_dir(Path(run_dir), trial)
+    if _finished(cfg, trial, d):  # Ray's state can lag the files (driver killed before saving it)
+        record = {**results.read_json(d / "status.json"), "skipped": True}
+    else:
+        record = {**run_trial(cfg, trial, d, log=lambda m: None), "skipped": False}
+    if record["state"] == "failed":
+        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d / 'error.txt'})")
+    keep = ("state", "seconds", "steps", "skipped", "diverged_at", "reason")
+    tune.report({"trial": trial.id, **{k: record[k] for k in keep if k in record}})
+
+
+def _finished(cfg: StudyConfig, trial: Trial, d: Path) -> bool:
+    if results.read_state(d) not in results.TERMINAL:
+        return False
+    return same_trial_config(results.read_json(d / "config.json"), cfg, trial)
+
+
+def _trial_name(trial: Any) -> str:
+    """Ray's name (and folder under run_dir/ray/<experiment>) of a grid point: the lorasweep id."""
+    return Trial(**trial.config["trial"]).id
+
+
+# ---------------------------------------------------------------- on the driver
+
+
+@contextlib.contextmanager
+def _cluster(settings: RaySettings, log: Callable[[str], None]) -> Iterator[None]:
+    """Connect to ``settings.address``, or start a local cluster; shut down only what was started
+    here (a caller's own ``ray.init`` is used as it is and left running)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    try:
+        if settings.address:
+            ray.init(address=settings.address)
+            log(f"ray: connected to {settings.address} ({_resources(ray)})")
+        else:
+            ray.init(num_cpus=settings.local_cpus, include_dashboard=False)
+            log(f"ray: started a local cluster ({_resources(ray)})")
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        ray.shutdown()
+        where = "sweep.ray_address" if settings.address else "sweep.backend"
+        raise UserError(f"cannot start or reach the Ray cluster: {e}", where) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _resources(ray: Any) -> str:
+    res = ray.cluster_resources()
+    return f"{res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs"
+
+
+def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RaySettings, log) -> Any:
+    """``Tuner.restore`` of the last experiment if Ray would run exactly ``pending``, else a new one."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _ray_trial, cfg=cfg, run_dir=str(run_dir), threads=settings.threads, cwd=os.getcwd()
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    storage = run_dir / "ray"
+    restored = _restore(tune, _last_experiment(storage), trainable, pending, run_dir, log)
+    if restored is not None:
+        return restored
+    name = EXPERIMENT_PREFIX + time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    while (storage / name).exists():  # two starts within one second
+        name += "x"
+    log(f"ray: new experiment {storage / name}")
+    return tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.as_dict() for t in pending])},  # in schedule order
+        tune_config=tune.TuneConfig(
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name, reuse_actors=True
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            verbose=0,  # progress comes from the trial directories, as for the local backend
+            failure_config=tune.FailureConfig(max_failures=0),  # a failed trial is recorded, not retried
+        ),
+    )
+
+
+def _restore(tune: Any, last: Path | None, trainable: Any, pending: list[Trial], run_dir: Path, log) -> Any:
+    """The restored last experiment, or None where there is none or it would not run ``pending``.
+    Ray's state only saves work: the trial directories are the record, so an unreadable state
+    (say, written by another Ray version) means a new experiment, not an error."""
+    if last is None or not tune.Tuner.can_restore(str(last)):
+        return None
+    try:
+        tuner = tune.Tuner.restore(
+            str(last), trainable=trainable, resume_unfinished=True, restart_errored=True
+        )
+        would_run = _would_run(tuner, run_dir)
+    except Exception as e:  # any failure to read Ray's state: start afresh
+        log(f"ray: cannot restore {last.name} ({type(e).__name__}: {e}); starting a new experiment")
+        return None
+    if would_run != {t.id for t in pending}:
+        log(f"ray: experiment {last.name} does not match the trials to run; starting a new one")
+        return None
+    log(f"ray: resuming experiment {last} (Tuner.restore)")
+    return tuner
+
+
+def _last_experiment(storage: Path) -> Path | None:
+    if not storage.is_dir():
+        return None
+    found = sorted(p for p in storage.iterdir() if p.is_dir() and p.name.startswith(EXPERIMENT_PREFIX))
+    return found[-1] if found else None
+
+
+def _would_run(tuner: Any, run_dir: Path) -> set[str]:
+    """Trial ids a restored experiment would run (not seen to return, or errored), less those whose
+    directory says finished (the trial function skips them)."""
+    out = set()
+    for tid, r in _by_trial(tuner.get_results()):
+        if r.error is None and "state" in (r.metrics or {}):
+            continue
+        if results.read_state(run_dir / "trials" / tid) not in results.TERMINAL:
+            out.add(tid)
+    return out
+
+
+def _by_trial(grid: Any) -> Iterator[tuple[str, Any]]:
+    """(trial id, Ray result) pairs; a trial that never reported has no config, but its folder is
+    named by its id (``_trial_name``)."""
+    for i in range(len(grid)):
+        r = grid[i]
+        yield (Trial(**r.config["trial"]).id if r.config else Path(r.path).name), r
+
+
+def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
+    """Every trial must have reached a final state; else Ray lost it (error) or Tune was interrupted."""
+    left = {t.id for t in pending if results.read_state(trial_dir(run_dir, t)) not in _OVER}
+    if not left:
+        return
+    lost = {tid: r.error for tid, r in _by_trial(grid) if tid in left and r.error is not None}
+    if lost:
+        tid, err = next(iter(lost.items()))
+        raise RuntimeError(
+            f"{len(lost)} trial(s) did not finish on the Ray cluster (e.g. {tid}: {err}); re-run to resume"
+        )
+    raise KeyboardInterrupt  # Tune stops gracefully on Ctrl-C and returns; report it as the local runner does
+
+
+@contextlib.contextmanager
+def _watching(progress: _Progress, pending: list[Trial], run_dir: Path) -> Iterator[None]:
+    """Progress lines from the trial directories (status.json, steps.jsonl), polled in a thread: the
+    same lines as the local backend, independent of Ray's callbacks (which a restore would replace)."""
+    stop = threading.Event()
+    t0 = time.time()
+
+    def watch() -> None:
+        seen: dict[str, str] = {}
+        while True:
+            last = stop.is_set()
+            for t in pending:
+                _observe(progress, t, trial_dir(run_dir, t), t0, seen)
+            progress.tick()
+            if last:
+                return
+            stop.wait(1.0)
+
+    thread = threading.Thread(target=watch, name="lorasweep-ray-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def _observe(progress: _Progress, t: Trial, d: Path, t0: float, seen: dict[str, str]) -> None:
+    path = d / "status.json"
+    if not path.exists() or seen.get(t.id) in _OVER:
+        return
+    try:
+        status = results.read_json(path)
+    except (UserError, OSError):  # replaced between exists() and read: seen next time
+        return
+    if status.get("started", 0) < t0 - 1:
+        return  # left by an earlier run (a failed trial not yet re-run)
+    state = status.get("state")
+    if state == "running" and t.id not in seen:
+        progress.started(t)
+    elif state in _OVER:
+        progress.finished(t, status)
+    seen[t.id] = state
