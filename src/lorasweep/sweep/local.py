@@ -103,7 +103,7 @@ def run_sweep(
         )
         if not pending:
             return
-        progress = _Progress(len(trials), done0, total_steps, run_dir, log)
+        progress = Progress(len(trials), done0, total_steps, run_dir, log)
         if cfg.sweep.backend == "inprocess" or cfg.sweep.workers == 1 and len(pending) == 1:
             for t in pending:
                 progress.started(t)
@@ -112,7 +112,7 @@ def run_sweep(
         _run_pool(cfg, pending, run_dir, progress)
 
 
-def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: _Progress) -> None:
+def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: Progress) -> None:
     threads = str(cfg.sweep.threads_per_worker)
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -143,7 +143,7 @@ def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: _
                 os.environ[k] = v
 
 
-class _Progress:
+class Progress:
     """Sweep progress (trials finished) and current-trial progress (steps, from steps.jsonl)."""
 
     def __init__(self, total: int, done: int, steps: dict[str, int], run_dir: Path, log):

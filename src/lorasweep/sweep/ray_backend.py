@@ -30,7 +30,7 @@ from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.local import _Progress, same_trial_config, todo, trial_dir
+from lorasweep.sweep.local import Progress, same_trial_config, todo, trial_dir
 from lorasweep.sweep.lock import RunLock
 from lorasweep.sweep.trial import run_trial
 
@@ -104,7 +104,7 @@ def run_sweep_ray(
         log(f"{len(trials)} trials: {done0} already finished, {len(pending)} to run ({settings.describe()})")
         if not pending:
             return
-        progress = _Progress(len(trials), done0, total_steps or {}, run_dir, log)
+        progress = Progress(len(trials), done0, total_steps or {}, run_dir, log)
         with _cluster(settings, log), _watching(progress, pending, run_dir):
             grid = _tuner(cfg, pending, run_dir, settings, log).fit()
         _check_finished(grid, pending, run_dir)
@@ -285,7 +285,7 @@ def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def _watching(progress: _Progress, pending: list[Trial], run_dir: Path) -> Iterator[None]:
+def _watching(progress: Progress, pending: list[Trial], run_dir: Path) -> Iterator[None]:
     """Progress lines from the trial directories (status.json, steps.jsonl), polled in a thread: the
     same lines as the local backend, independent of Ray's callbacks (which a restore would replace)."""
     stop = threading.Event()
@@ -311,7 +311,7 @@ def _watching(progress: _Progress, pending: list[Trial], run_dir: Path) -> Itera
         thread.join(timeout=30)
 
 
-def _observe(progress: _Progress, t: Trial, d: Path, t0: float, seen: dict[str, str]) -> None:
+def _observe(progress: Progress, t: Trial, d: Path, t0: float, seen: dict[str, str]) -> None:
     path = d / "status.json"
     if not path.exists() or seen.get(t.id) in _OVER:
         return
