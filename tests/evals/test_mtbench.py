@@ -265,3 +265,38 @@ def test_task_entry_runs_through_the_pipeline(tiny, server, tmp_path, monkeypatc
     metrics = evaluate("mtbench", model, tok, rows, SETTINGS, tmp_path, {"judge": judge_cfg(server.url)})
     assert metrics["n_scored"] == 4 and metrics["score"] is not None
     assert metrics["protocol"]["template"] == "plain"
+
+
+def test_lorasweep_run_puts_mtbench_in_the_report(server, tmp_path, monkeypatch, capsys):
+    """`lorasweep run` with MT-Bench as a second task: trial metrics, baseline, report section, no key."""
+    from lorasweep.cli import main
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    out = tmp_path / "run"
+    args = [
+        f"output_dir={out}",
+        "adapter.methods=[lora]",
+        "train.batch_sizes=[8]",
+        "train.learning_rates=[5e-3]",
+        "train.seeds=[0]",
+        "data.num_train=16",
+        "eval.num_examples=3",
+        "eval.max_new_tokens=6",
+        "sweep.backend=inprocess",
+        "eval.tasks=[gsm8k,mtbench]",
+        f"eval.data={{mtbench: {FIXTURE}}}",
+        f"eval.judge.base_url={server.url}",
+        "eval.judge.model=tinyworld-judge",
+        f"eval.judge.api_key_env={KEY_ENV}",
+        "eval.judge.max_tokens=32",
+    ]
+    assert main(["run", "configs/demo.yaml", *args]) == 0
+    m = json.loads((out / "trials" / "lora-b8-lr0.005-s0" / "metrics.json").read_text())
+    assert 1 <= m["mtbench"]["score"] <= 10 and m["mtbench"]["n_scored"] == 6
+    report = (out / "report" / "report.md").read_text()
+    assert "## `mtbench.score`" in report and "Batch size alone moves the score (mtbench.score)" not in report
+    assert "| lora | 8 | 0.005 |" in report.split("## `mtbench.score`")[1]
+    assert (out / "report" / "accuracy_vs_batch_mtbench.png").exists()
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
