@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from lorasweep.errors import UserError
+from lorasweep.hub import hub_reachable
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,6 +40,12 @@ def resolve_source(source: str) -> str:
         from lorasweep.gguf_source import cached_folder
 
         return str(cached_folder(source))
+    if not Path(source).exists() and not hub_reachable():
+        raise UserError(
+            f"cannot load {source!r}: not a local folder, and the Hugging Face hub is unreachable here. "
+            "Download the model elsewhere and point model.source at the folder (or a .gguf file).",
+            "model.source",
+        )
     return source
 
 

@@ -15,12 +15,11 @@ response).  Errors name the file and line (JSONL) or row index (JSON, Parquet).
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 from lorasweep.data import formats, tinyworld
 from lorasweep.errors import UserError
+from lorasweep.hub import hub_reachable
 
 BUILTIN_TRAIN, BUILTIN_TEST = 20_000, 1_000
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -112,16 +111,6 @@ def _object(row: object, where: str) -> dict:
     if not isinstance(row, dict):
         raise UserError("each row must be a JSON object", where)
     return row
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def _read_hub(source: str, split: str, limit: int | None) -> list[tuple[dict, str]]:
