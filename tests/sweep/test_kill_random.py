@@ -29,7 +29,9 @@ SMALL = [
     "eval.num_examples=8",
     "eval.max_new_tokens=8",
 ]
-GRID = [] if os.environ.get("LORASWEEP_KILL_GRID") == "demo" else SMALL
+DEMO = os.environ.get("LORASWEEP_KILL_GRID") == "demo"
+GRID = [] if DEMO else SMALL
+KILL_AFTER_S = (5.0, 90.0) if DEMO else (1.0, 10.0)  # demo trials take 11-17 s each
 
 
 def cmd(out: Path) -> list[str]:
@@ -63,7 +65,7 @@ def test_ten_random_kills_then_identical_results(tmp_path):
         proc = subprocess.Popen(
             cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
-        time.sleep(rng.uniform(1.0, 10.0))
+        time.sleep(rng.uniform(*KILL_AFTER_S))
         if proc.poll() is not None:
             break  # finished before this kill
         os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers
