@@ -43,21 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _quiet_libraries() -> None:
-    """Library progress bars and deprecation chatter would drown the sweep's own progress lines."""
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command not in ("config-help",):
-        _quiet_libraries()
+        from lorasweep.models import quiet_libraries
+
+        quiet_libraries()
     try:
         return _dispatch(args)
     except UserError as e:

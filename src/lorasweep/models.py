@@ -21,6 +21,17 @@ from lorasweep.hub import hub_reachable
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def quiet_libraries() -> None:
+    """Library progress bars and deprecation chatter would drown the sweep's own progress lines."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def resolve_source(source: str) -> str:
     if source == "builtin:tinyworld":
         from lorasweep.default_model import ASSET_DIR

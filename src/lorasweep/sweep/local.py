@@ -29,15 +29,12 @@ def trial_dir(run_dir: Path, trial: Trial) -> Path:
 
 
 def _init_worker(threads: int, parent: int) -> None:
-    import warnings
-
     import torch
-    from transformers.utils import logging as hf_logging
+
+    from lorasweep.models import quiet_libraries
 
     torch.set_num_threads(threads)
-    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecations, once per trial
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
     _watch_parent(parent)
 
 
