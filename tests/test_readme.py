@@ -1,0 +1,42 @@
+"""The README does not drift from the code: its commands exist, its configs exist and plan."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from lorasweep.cli import _parser
+
+README = Path("README.md").read_text()
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
+    return [
+        line.split("#")[0].strip() for b in blocks for line in b.splitlines() if line.startswith("lorasweep ")
+    ]
+
+
+def test_every_readme_subcommand_exists():
+    sub = next(a for a in _parser()._actions if a.dest == "command")
+    used = {c.split()[1] for c in readme_commands()} | {
+        c.split("&&")[1].split()[1] for c in readme_commands() if "&&" in c
+    }
+    assert used and used <= set(sub.choices), used - set(sub.choices)
+
+
+def test_every_config_the_readme_names_exists_and_is_documented_in_its_file():
+    names = set(re.findall(r"configs/[\w.-]+\.yaml", README))
+    assert "configs/demo.yaml" in names
+    for name in names:
+        if "{" in name:
+            continue
+        head = Path(name).read_text().splitlines()[:4]
+        assert any("lorasweep" in line or "make demo" in line for line in head), name
+
+
+def test_quick_start_is_two_make_targets():
+    quick = README.split("## Quick start")[1].split("##")[0]
+    assert re.findall(r"^make (\w+)", quick, re.MULTILINE) == ["demo", "test"]
+    makefile = Path("Makefile").read_text()
+    assert "demo:" in makefile and "test:" in makefile and "make test" in Path(".ci/run").read_text()
