@@ -130,6 +130,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         )
         out = trial_dir(Path(cfg.output_dir), trial)
         record = run_trial(cfg, trial, out)
+        from lorasweep.train.device import end_distributed
+
+        end_distributed()  # under torchrun / accelerate launch
         print(f"{trial.id}: {record['state']} -> {out}")
         return 0 if record["state"] != "failed" else 1
     return 0

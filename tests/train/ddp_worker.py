@@ -121,9 +121,13 @@ def run_train(out: Path, audit: Path, args: list[str]) -> int:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode, out = sys.argv[1], Path(sys.argv[2])
+    from lorasweep.train.device import end_distributed
+
     if mode == "step":
         run_step(out)
+        end_distributed()
     elif mode == "train":
-        sys.exit(run_train(out, Path(sys.argv[3]), sys.argv[4:]))
+        rc = run_train(out, Path(sys.argv[3]), sys.argv[4:])  # the CLI ends the process group itself
+        sys.exit(rc)
     else:
         sys.exit(f"unknown mode {mode!r}; valid: step, train")

@@ -97,3 +97,13 @@ def describe(accelerator) -> dict:
         "world_size": accelerator.num_processes,
         "distributed_type": str(accelerator.distributed_type).split(".")[-1],
     }
+
+
+def end_distributed() -> None:
+    """Tear the process group down explicitly: left to interpreter exit, gloo's threads can abort the
+    process ("terminate called without an active exception") after the work is done."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
