@@ -193,3 +193,23 @@ def test_vllm_max_lora_rank_rounds_up(tmp_path):
     for r, expected in [(8, 8), (12, 16), (256, 256), (300, 320)]:
         (tmp_path / "adapter_config.json").write_text(json.dumps({"r": r}))
         assert max_lora_rank(tmp_path) == expected
+
+
+def test_train_with_bad_data_exits_2_and_writes_nothing(tmp_path, capsys):
+    path = jsonl(tmp_path / "bad.jsonl", [GOOD_ROW, "{oops"])
+    out = tmp_path / "one"
+    assert (
+        main(
+            [
+                "train",
+                "configs/demo.yaml",
+                f"output_dir={out}",
+                *TINY,
+                f"data.train={path}",
+                "data.num_train=2",
+            ]
+        )
+        == 2
+    )
+    assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
+    assert not out.exists()

@@ -129,6 +129,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.seed if args.seed is not None else cfg.train.seeds[0],
         )
         out = trial_dir(Path(cfg.output_dir), trial)
+        study.preflight(cfg)  # bad data: exit 2 before anything is written
         record = run_trial(cfg, trial, out)
         from lorasweep.train.device import end_distributed
 
