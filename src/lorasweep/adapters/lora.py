@@ -76,7 +76,3 @@ def attach_milora(model, spec: AdapterSpec):
         layer.lora_B[adapter].weight.copy_(b)
         base.weight.copy_(w_res)
     return peft_model
-
-
-def adapter_parameters(peft_model) -> list[torch.nn.Parameter]:
-    return [p for p in peft_model.parameters() if p.requires_grad]

@@ -173,6 +173,20 @@ def load_humaneval() -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def check_mbpp_row(row: object) -> None:
+    """Raise ValueError naming what is wrong with one MBPP row (published schema)."""
+    if not isinstance(row, dict):
+        raise ValueError("an MBPP row must be a JSON object")
+    missing = [k for k in MBPP_FIELDS if k not in row]
+    if missing:
+        raise ValueError(f"missing field(s) {', '.join(missing)}")
+    tests = row["test_list"]
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests) or not tests:
+        raise ValueError("test_list must be a non-empty list of strings")
+    if not isinstance(row.get("test_setup_code", ""), str):
+        raise ValueError("test_setup_code must be a string")
+
+
 def load_mbpp_jsonl(path: str | Path) -> list[dict]:
     """MBPP rows from a JSONL file in the published schema; errors name file:line."""
     rows = []
@@ -185,16 +199,10 @@ def load_mbpp_jsonl(path: str | Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"not JSON: {e.msg}", where) from None
-            if not isinstance(row, dict):
-                raise UserError("an MBPP row must be a JSON object", where)
-            missing = [k for k in MBPP_FIELDS if k not in row]
-            if missing:
-                raise UserError(f"missing field(s) {', '.join(missing)}", where)
-            tests = row["test_list"]
-            if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests) or not tests:
-                raise UserError("test_list must be a non-empty list of strings", where)
-            if not isinstance(row.get("test_setup_code", ""), str):
-                raise UserError("test_setup_code must be a string", where)
+            try:
+                check_mbpp_row(row)
+            except ValueError as e:
+                raise UserError(str(e), where) from None
             rows.append(row)
     if not rows:
         raise UserError("no MBPP rows", str(path))

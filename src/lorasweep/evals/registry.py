@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lorasweep.evals import mtbench
-from lorasweep.evals.code import HumanEvalEvaluator, MbppEvaluator
+from lorasweep.evals.code import HumanEvalEvaluator, MbppEvaluator, check_mbpp_row
 from lorasweep.evals.gsm8k import Gsm8kEvaluator, reference_value
 from lorasweep.evals.math import MathEvaluator, gold_answer
 
@@ -79,6 +79,7 @@ EVALUATORS: dict[str, Task] = {
         default_data=None,  # not available offline: a file in the published schema or a hub id
         metrics=("pass@1",),
         fields=("task_id", "text", "code", "test_list"),
+        gold=check_mbpp_row,  # the same row check as load_mbpp_jsonl, before a sweep starts
     ),
     "mtbench": Task(
         "mtbench",

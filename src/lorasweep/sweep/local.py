@@ -101,7 +101,7 @@ def run_sweep(
         if not pending:
             return
         progress = Progress(len(trials), done0, total_steps, run_dir, log)
-        if cfg.sweep.backend == "inprocess" or cfg.sweep.workers == 1 and len(pending) == 1:
+        if cfg.sweep.backend == "inprocess":
             for t in pending:
                 progress.started(t)
                 progress.finished(t, run_trial(cfg, t, trial_dir(run_dir, t), log=log))
