@@ -67,6 +67,22 @@ class JudgeConfig:
 
 
 @dataclass
+class SelectionConfig:
+    data: str | None = _f(
+        None,
+        "validation rows that choose LRs and batch sizes (a file, a hub id with its split, builtin:...; "
+        "null = the selection task's built-in validation split); never the test rows",
+    )
+    from_train: int = _f(
+        0,
+        "N > 0: use the last N of the num_train training rows as the validation set instead "
+        "(they are then not trained on)",
+        min=0,
+    )
+    num_examples: int | None = _f(256, "validation rows used (null = all)", min=1)
+
+
+@dataclass
 class EvalConfig:
     tasks: list[str] = _f(["gsm8k"], "evaluators to run on every trial")
     data: dict[str, str] = _f(
@@ -80,6 +96,7 @@ class EvalConfig:
     )
     heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 @dataclass
@@ -96,9 +113,39 @@ class AdapterConfig:
 
 
 @dataclass
+class BracketConfig:
+    start_lr: dict[str, float] = _f(
+        {},
+        "per method, the LR the search starts from at the first batch size (a method not named: default_start_lr)",
+    )
+    default_start_lr: float = _f(1e-3, "starting LR of a method not named in start_lr", gt=0)
+    factor: float = _f(
+        3.1623, "coarse step between searched LRs (x factor; refinement takes half a step)", gt=1
+    )
+    min_lr: float = _f(1e-6, "lowest LR the search may try", gt=0)
+    max_lr: float = _f(1.0, "highest LR the search may try", gt=0)
+    predict_start: bool = _f(
+        True,
+        "start each later batch size from the previous batch size's best LR x (B/B_prev)^batch_exponent "
+        "(snapped to the lattice); false: from start_lr x (B/B_smallest)^batch_exponent, all at once",
+    )
+    batch_exponent: float = _f(
+        0.5, "LR scaling with batch size used to predict a start (0.5 = square-root rule)"
+    )
+    refine: bool = _f(True, "after bracketing, evaluate once between the best and its better neighbour")
+    max_points: int = _f(10, "at most this many LRs per (method, batch size)", min=3)
+
+
+@dataclass
 class TrainConfig:
     batch_sizes: list[int] = _f([4, 8, 16, 64, 128, 512], "effective batch sizes to sweep", min=1)
-    learning_rates: list[float] = _f([1e-3, 3e-3, 1e-2], "learning rates to sweep", gt=0)
+    lr_search: str = _f(
+        "grid",
+        "how LRs are chosen per (method, batch size): grid (every learning_rates point) or bracket "
+        "(a search until the best LR has worse neighbours on both sides)",
+        choices=("grid", "bracket"),
+    )
+    learning_rates: list[float] = _f([1e-3, 3e-3, 1e-2], "learning rates to sweep (lr_search: grid)", gt=0)
     seeds: list[int] = _f([0, 1], "seeds (data order, adapter init, dropout)", min=0)
     epochs: int = _f(1, "passes over the training data (the fixed data budget)", min=1)
     scheduler: str = _f("cosine", "learning-rate schedule", choices=("cosine", "linear", "constant"))
@@ -107,6 +154,7 @@ class TrainConfig:
     max_grad_norm: float | None = _f(1.0, "gradient clipping (null = off)", gt=0)
     max_micro_batch: int = _f(64, "largest micro-batch per device; accumulation is derived", min=1)
     divergence_factor: float = _f(10.0, "stop as diverged when loss exceeds this x the first loss", gt=1)
+    bracket: BracketConfig = field(default_factory=BracketConfig)
 
 
 @dataclass
@@ -123,9 +171,20 @@ class SweepConfig:
 
 @dataclass
 class ReportConfig:
-    metric: str = _f("gsm8k.strict", "metric that picks the best LR and is plotted")
+    metric: str = _f(
+        "gsm8k.strict", "metric that picks the best LR (on validation rows) and is reported (on test rows)"
+    )
     reference_batch_size: int | None = _f(None, "reference config batch size (null = 128 if swept)")
-    reference_lr: float | None = _f(None, "reference config LR (null = the middle of the grid)")
+    reference_lr: float | None = _f(
+        None, "reference config LR (null = the middle of the grid; bracket: the first method's start LR)"
+    )
+    confidence: float = _f(0.95, "confidence level of every interval", gt=0, lt=1)
+    bootstrap: int = _f(2000, "bootstrap resamples per interval", min=100)
+    equivalence_margin: float = _f(3.0, "claim (b): LoRA 'matches' a method within this many points", gt=0)
+    collapse_points: float = _f(10.0, "claim (d): a drop of more than this many points is a collapse", gt=0)
+    spread_points: float = _f(
+        10.0, "claim (a): batch size moves accuracy by more than this many points", gt=0
+    )
 
 
 @dataclass
@@ -351,6 +410,54 @@ def _cross_checks(cfg: StudyConfig) -> None:
     task = cfg.report.metric.split(".")[0]
     if task not in cfg.eval.tasks:
         raise ConfigError(f"metric task {task!r} is not in eval.tasks {cfg.eval.tasks}", "report.metric")
+    _search_checks(cfg)
+    _selection_checks(cfg, task)
+
+
+def _search_checks(cfg: StudyConfig) -> None:
+    from lorasweep.adapters import METHODS
+
+    br = cfg.train.bracket
+    if br.min_lr >= br.max_lr:
+        raise ConfigError(f"must be below train.bracket.max_lr ({br.max_lr:g})", "train.bracket.min_lr")
+    for m, lr in br.start_lr.items():
+        if m not in cfg.adapter.methods:
+            valid = [*cfg.adapter.methods, *METHODS]
+            raise ConfigError(
+                f"not a method of this study{_nearest(m, valid)}", f"train.bracket.start_lr.{m}"
+            )
+        if not br.min_lr <= lr <= br.max_lr:
+            raise ConfigError(
+                f"{lr:g} lies outside [min_lr, max_lr] = [{br.min_lr:g}, {br.max_lr:g}]",
+                f"train.bracket.start_lr.{m}",
+            )
+
+
+def _selection_checks(cfg: StudyConfig, task: str) -> None:
+    from lorasweep.evals import EVALUATORS
+
+    sel = cfg.eval.selection
+    if sel.from_train and sel.data is not None:
+        raise ConfigError(
+            "set either eval.selection.data or eval.selection.from_train", "eval.selection.data"
+        )
+    if sel.from_train:
+        if sel.from_train >= cfg.data.num_train:
+            raise ConfigError(
+                f"holds out {sel.from_train} of only {cfg.data.num_train} training rows",
+                "eval.selection.from_train",
+            )
+        if EVALUATORS[task].from_pair is None:
+            raise ConfigError(
+                f"task {task!r} cannot be scored on training rows; name a validation split in eval.selection.data",
+                "eval.selection.from_train",
+            )
+    elif sel.data is None and EVALUATORS[task].validation_source(cfg.eval.data.get(task)) is None:
+        raise ConfigError(
+            f"task {task!r} has no built-in validation split for its data; name one (file or hub id with "
+            "its split) or set eval.selection.from_train: N (the last N training rows)",
+            "eval.selection.data",
+        )
 
 
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> StudyConfig:

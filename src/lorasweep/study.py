@@ -13,11 +13,22 @@ from lorasweep.sweep import grid
 
 
 def trials_of(cfg: StudyConfig) -> list[grid.Trial]:
-    return grid.expand(cfg.adapter.methods, cfg.train.batch_sizes, cfg.train.learning_rates, cfg.train.seeds)
+    """The grid's trials and the reference config's (a bracketed search decides its own as it goes)."""
+    from lorasweep.sweep.search import grid_trials, reference_trials
+
+    base = grid_trials(cfg) if cfg.train.lr_search == "grid" else []
+    return list(dict.fromkeys(base + reference_trials(cfg)))
 
 
 def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | None]:
-    """The dry-run plan; token counts need the data and tokenizer, else ``(rows, why_not)``."""
+    """The dry-run plan; token counts need the data and tokenizer, else ``(rows, why_not)``.
+
+    Grid: one row per trial.  Bracket: one row per (batch size, seed) of the first method at its start
+    LR (the split, steps and tokens do not depend on the LR or the method), then the reference trials.
+    """
+    from lorasweep.sweep.search import start_lr
+    from lorasweep.sweep.trial import n_train
+
     example_tokens, why = None, None
     try:
         from lorasweep.sweep.trial import encoded_train
@@ -26,12 +37,18 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
         example_tokens = [len(e.input_ids) for e in enc]
     except UserError as e:
         why = str(e)
+    t = cfg.train
+    if t.lr_search == "grid":
+        trials = trials_of(cfg)
+    else:
+        m = cfg.adapter.methods[0]
+        trials = grid.expand([m], t.batch_sizes, [start_lr(cfg, m)], t.seeds)
     rows = grid.plan(
-        trials_of(cfg),
-        cfg.data.num_train,
-        cfg.train.epochs,
-        cfg.train.warmup_ratio,
-        cfg.train.max_micro_batch,
+        list(dict.fromkeys(trials)),
+        n_train(cfg),
+        t.epochs,
+        t.warmup_ratio,
+        t.max_micro_batch,
         world,
         example_tokens,
     )
@@ -39,11 +56,29 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
 
 
 def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> str:
-    lines = [
-        f"study {cfg.name}: {len(rows)} trials = {len(cfg.adapter.methods)} methods x "
-        f"{len(cfg.train.batch_sizes)} batch sizes x {len(cfg.train.learning_rates)} LRs x "
-        f"{len(cfg.train.seeds)} seeds; {cfg.data.num_train} examples x {cfg.train.epochs} epoch(s)"
-    ]
+    from lorasweep.sweep.search import reference_point
+    from lorasweep.sweep.trial import validation_source
+
+    t, n_m, n_b, n_s = cfg.train, len(cfg.adapter.methods), len(cfg.train.batch_sizes), len(cfg.train.seeds)
+    if t.lr_search == "grid":
+        head = f"{len(rows)} trials = {n_m} methods x {n_b} batch sizes x {len(t.learning_rates)} LRs x {n_s} seeds"
+    else:
+        head = f"bracketed LR search over {n_m} methods x {n_b} batch sizes x {n_s} seeds"
+    lines = [f"study {cfg.name}: {head}; {cfg.data.num_train} examples x {t.epochs} epoch(s)"]
+    sel = cfg.eval.selection
+    if sel.from_train:
+        lines.append(
+            f"validation: the last {sel.from_train} of the {cfg.data.num_train} training rows are held out "
+            f"(not trained on): training uses {cfg.data.num_train - sel.from_train} rows"
+        )
+    lines.append(
+        f"choices (LR, batch size) on validation rows: {validation_source(cfg)}; "
+        f"reported numbers on test rows only ({cfg.report.metric})"
+    )
+    if t.lr_search == "bracket":
+        lines += _plan_search(cfg)
+    ref_b, ref_lr = reference_point(cfg)
+    lines.append(f"reference config: B={ref_b}, LR={ref_lr:g} (every method, every seed)")
     if why:
         lines.append(f"training tokens unknown here ({why}); upper bound = examples x max_seq_len")
     lines.append(
@@ -52,13 +87,44 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
     for r in rows:
         tokens = f"{r.tokens:,}" if r.tokens is not None else f"<={r.examples * cfg.data.max_seq_len:,}"
         split = f"{r.split.micro} x {r.split.accumulation} x {r.split.world}"
-        lines.append(
-            f"{r.trial.id:<30} {split:>22} {r.steps:>7} {r.warmup_steps:>7} {r.examples:>9} {tokens:>11}"
+        name = (
+            r.trial.id
+            if t.lr_search == "grid"
+            else r.trial.id.split("-", 1)[1].replace(f"lr{r.trial.lr:g}-", "")
         )
+        lines.append(f"{name:<30} {split:>22} {r.steps:>7} {r.warmup_steps:>7} {r.examples:>9} {tokens:>11}")
     dropped = {r.trial.batch_size: r.dropped_examples for r in rows if r.dropped_examples}
     for b, n in dropped.items():
         lines.append(f"note: batch {b} drops the last {n} example(s) of each epoch (partial batch)")
     return "\n".join(lines)
+
+
+def _plan_search(cfg: StudyConfig) -> list[str]:
+    from lorasweep.sweep import bracket
+    from lorasweep.sweep.search import reference_trials, start_lr
+
+    br, t = cfg.train.bracket, cfg.train
+    starts = ", ".join(f"{m} {start_lr(cfg, m):g}" for m in cfg.adapter.methods)
+    rule = (
+        f"later batch sizes start from the previous one's best LR x (B/B_prev)^{br.batch_exponent:g}"
+        if br.predict_start
+        else f"batch size B starts from start LR x (B/B_smallest)^{br.batch_exponent:g}"
+    )
+    worst = sum(
+        bracket.SearchSpec(
+            start_lr(cfg, m), br.factor, br.min_lr, br.max_lr, br.refine, br.max_points
+        ).worst_case_points()
+        for m in cfg.adapter.methods
+    ) * len(t.batch_sizes) * len(t.seeds) + len(reference_trials(cfg))
+    best = len(cfg.adapter.methods) * len(t.batch_sizes) * len(t.seeds) * (3 + (1 if br.refine else 0))
+    return [
+        f"search: start LRs at B={min(t.batch_sizes)}: {starts}; {rule} (snapped to the lattice)",
+        f"search: step x{br.factor:g} in log space until the best LR has worse neighbours on both sides, "
+        f"{'then one refinement at half a step; ' if br.refine else ''}bounds [{br.min_lr:g}, {br.max_lr:g}], "
+        f"at most {br.max_points} LRs per cell, every seed at every LR",
+        f"search: {best} trials if every cell brackets in its first round, at most {worst} (worst case, "
+        "reference trials included)",
+    ]
 
 
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
@@ -104,23 +170,51 @@ def preflight(cfg: StudyConfig) -> None:
                 get(task).check_row(row)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise UserError(f"evaluation row {i}: {e}", data_source(task, cfg.eval.data)) from None
+    check_selection(cfg)
+
+
+def check_selection(cfg: StudyConfig) -> None:
+    """The validation rows load, are valid, and share no prompt with the test rows: a test row can
+    never influence a choice."""
+    from lorasweep.evals.registry import get
+    from lorasweep.sweep.trial import eval_rows, selection_task, validation_rows, validation_source
+
+    task = get(selection_task(cfg))
+    where = validation_source(cfg)
+    val = validation_rows(cfg)
+    if not val:
+        raise UserError("the validation set is empty", where)
+    for i, row in enumerate(val):
+        try:
+            task.check_row(row)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"validation row {i}: {e}", where) from None
+    test_prompts = {task.prompt(r) for r in eval_rows(cfg, task.name)}
+    shared = [i for i, r in enumerate(val) if task.prompt(r) in test_prompts]
+    if shared:
+        raise UserError(
+            f"{len(shared)} validation row(s) also appear in the test rows (first: validation row {shared[0]}); "
+            "choices must not see test data",
+            where,
+        )
 
 
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.report.render import build_report
-    from lorasweep.sweep.local import run_sweep, todo
+    from lorasweep.sweep.local import existing_trials, run_sweep, todo
     from lorasweep.sweep.lock import RunLock
+    from lorasweep.sweep.search import run_rounds
 
     t0 = time.time()
     run_dir = Path(cfg.output_dir)
-    trials = trials_of(cfg)
     preflight(cfg)
     if run_dir.exists():  # refuse a run dir of another version or config before writing anything
         if (run_dir / "study.json").exists():
             load_study(run_dir)
-        todo(cfg, trials, run_dir)
+        todo(cfg, existing_trials(run_dir), run_dir)
     rows, _ = plan(cfg)
+    steps = {r.trial.batch_size: r.steps for r in rows}
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
         results.atomic_write_json(
@@ -130,10 +224,12 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
         for b in sorted(splits):
             log(splits[b])
         run_baseline(cfg, run_dir)
-        run_sweep(cfg, trials, run_dir, {r.trial.id: r.steps for r in rows}, log)
-        report = build_report(
-            run_dir, report_metrics(cfg), cfg.report.reference_batch_size, cfg.report.reference_lr
-        )
+
+        def run_trials(trials: list[grid.Trial]) -> None:
+            run_sweep(cfg, trials, run_dir, {t.id: steps.get(t.batch_size, 0) for t in trials}, log)
+
+        run_rounds(cfg, run_dir, run_trials, log)
+        report = build_report(run_dir, cfg)
     log(f"study finished in {(time.time() - t0) / 60:.1f} min; report: {report}")
     return report
 
@@ -156,12 +252,22 @@ def load_study(run_dir: Path) -> StudyConfig:
 
 
 def status_table(run_dir: Path) -> str:
-    from lorasweep.sweep.local import trial_dir
+    from lorasweep.sweep.local import existing_trials, trial_dir
+    from lorasweep.sweep.search import describe_cells
 
     cfg = load_study(run_dir)
     by_state: dict[str, list[str]] = {s: [] for s in results.STATES}
     lines = []
-    for t in trials_of(cfg):
+    trials = list(dict.fromkeys(trials_of(cfg) + existing_trials(run_dir)))
+    for t in sorted(
+        trials,
+        key=lambda t: (
+            cfg.adapter.methods.index(t.method) if t.method in cfg.adapter.methods else 99,
+            t.batch_size,
+            t.lr,
+            t.seed,
+        ),
+    ):
         d = trial_dir(run_dir, t)
         state = results.read_state(d)
         by_state[state].append(t.id)
@@ -177,4 +283,11 @@ def status_table(run_dir: Path) -> str:
             )
         lines.append(f"{t.id:<30} {state:<10} {extra}")
     summary = "  ".join(f"{s}: {len(v)}" for s, v in by_state.items())
-    return "\n".join([summary, "", *lines])
+    out = [summary, "", *lines]
+    if cfg.train.lr_search == "bracket":
+        out += [
+            "",
+            "learning-rate search per cell (* = best on validation so far):",
+            *describe_cells(cfg, run_dir),
+        ]
+    return "\n".join(out)

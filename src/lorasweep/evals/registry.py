@@ -28,6 +28,17 @@ class Task:
     # run(model, tokenizer, rows, settings, out_dir, options) -> metrics
     run: Callable[..., dict] | None = None
     percent: bool = True  # metrics are fractions shown as %; False: shown as they are (judge scores)
+    # (instruction, response) of a training row -> an evaluation row (selection on held-out training rows)
+    from_pair: Callable[[str, str], dict] | None = None
+    validation_split: bool = False  # the built-in default data has a "validation" split of its own
+
+    def validation_source(self, configured: str | None) -> str | None:
+        """Where validation rows come from by default: the built-in data's own validation split, when
+        the test rows are that built-in; None when the data has no known validation split."""
+        source = configured or self.default_data
+        if self.validation_split and source == self.default_data:
+            return source
+        return None
 
     def check_row(self, row: dict) -> None:
         """Raise ValueError naming what is wrong with one evaluation row."""
@@ -48,6 +59,8 @@ EVALUATORS: dict[str, Task] = {
         metrics=("strict", "flexible", "paper"),
         fields=("question", "answer"),
         gold=lambda row: reference_value(row["answer"]),
+        from_pair=lambda question, answer: {"question": question, "answer": answer},
+        validation_split=True,
     ),
     "math": Task(
         "math",

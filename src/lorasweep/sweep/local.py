@@ -28,6 +28,18 @@ def trial_dir(run_dir: Path, trial: Trial) -> Path:
     return run_dir / "trials" / trial.id
 
 
+def existing_trials(run_dir: Path) -> list[Trial]:
+    """Every trial with a directory (and config) in ``run_dir``."""
+    out = []
+    trials = run_dir / "trials"
+    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
+        if (d / "config.json").exists():
+            t = results.read_json(d / "config.json").get("trial")
+            if isinstance(t, dict):
+                out.append(Trial(t["method"], t["batch_size"], t["lr"], t["seed"]))
+    return out
+
+
 def _init_worker(threads: int, parent: int) -> None:
     import torch
 

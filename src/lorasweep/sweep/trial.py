@@ -30,7 +30,7 @@ _NOT_RESULT = {
     "sweep": None,
     "report": None,
     "adapter": ("methods",),
-    "train": ("batch_sizes", "learning_rates", "seeds"),
+    "train": ("batch_sizes", "learning_rates", "seeds", "lr_search", "bracket"),
 }
 
 
@@ -62,10 +62,15 @@ def _encoded_train(source: str, fmt: str, model_source: str, n: int, template: s
     return [encode(tok, *templates.render(template, q, a, tok), max_len) for q, a in pairs]
 
 
+def n_train(cfg: StudyConfig) -> int:
+    """Training rows actually trained on: the budget less any rows held out for validation."""
+    return cfg.data.num_train - cfg.eval.selection.from_train
+
+
 def encoded_train(cfg: StudyConfig):
     """The tokenised training set of a study (cached per process: trials share it)."""
     d = cfg.data
-    return _encoded_train(d.train, d.format, cfg.model.source, d.num_train, d.template, d.max_seq_len)
+    return _encoded_train(d.train, d.format, cfg.model.source, n_train(cfg), d.template, d.max_seq_len)
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,14 +81,70 @@ def _rows(source: str, n: int | None) -> list[dict]:
 
 
 def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
-    """The evaluation rows of ``task`` (cached per process: trials share them)."""
+    """The test rows of ``task`` (cached per process: trials share them).  Reported, never chosen on."""
     from lorasweep.evals.registry import data_source
 
     return _rows(data_source(task, cfg.eval.data), cfg.eval.num_examples)
 
 
+def selection_task(cfg: StudyConfig) -> str:
+    return cfg.report.metric.split(".")[0]
+
+
+def validation_source(cfg: StudyConfig) -> str:
+    """Where the validation rows come from, in words (for plan and the report)."""
+    from lorasweep.evals.registry import get
+
+    sel, task = cfg.eval.selection, selection_task(cfg)
+    if sel.from_train:
+        return f"the last {sel.from_train} of the first {cfg.data.num_train} rows of {cfg.data.train} (not trained on)"
+    source = sel.data or get(task).validation_source(cfg.eval.data.get(task))
+    return f"{source} (validation split)" if source and source.startswith("builtin:") else str(source)
+
+
+@functools.lru_cache(maxsize=4)
+def _validation_rows(task: str, source: str | None, fmt: str, held_out: int, budget: int, n: int | None):
+    from lorasweep.data import sources
+    from lorasweep.evals.registry import get
+
+    if held_out:
+        pairs = sources.load_training_pairs(source, fmt, budget)[budget - held_out :]
+        rows = [get(task).from_pair(q, a) for q, a in pairs]
+        return rows[:n] if n is not None else rows
+    return sources.load_rows(source, "validation", n)
+
+
+def validation_rows(cfg: StudyConfig) -> list[dict]:
+    """The validation rows of the selection task: every choice (LR, batch size) is made on these."""
+    from lorasweep.evals.registry import get
+
+    sel, task = cfg.eval.selection, selection_task(cfg)
+    if sel.from_train:
+        return _validation_rows(
+            task, cfg.data.train, cfg.data.format, sel.from_train, cfg.data.num_train, sel.num_examples
+        )
+    source = sel.data or get(task).validation_source(cfg.eval.data.get(task))
+    return _validation_rows(task, source, cfg.data.format, 0, 0, sel.num_examples)
+
+
 def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, run_dir: Path, generator=None) -> dict:
-    """Every configured task on ``model`` (generation, scoring, held-out loss) -> metrics by task."""
+    """Every configured task on its test rows, and the selection task on its validation rows
+    (under ``"validation"``), each with generation, scoring and held-out loss -> metrics by task."""
+    metrics = {}
+    for task in cfg.eval.tasks:
+        metrics[task] = _evaluate_rows(
+            cfg, task, eval_rows(cfg, task), model, tok, out_dir, run_dir, generator
+        )
+    task = selection_task(cfg)
+    rows = validation_rows(cfg)
+    val = _evaluate_rows(cfg, task, rows, model, tok, out_dir / "validation", run_dir, generator)
+    metrics["validation"] = {task: val}
+    return metrics
+
+
+def _evaluate_rows(
+    cfg: StudyConfig, task: str, rows, model, tok, out_dir: Path, run_dir: Path, generator
+) -> dict:
     from lorasweep import evals
     from lorasweep.data import templates, tokenize
     from lorasweep.evals.heldout import heldout_loss
@@ -91,26 +152,20 @@ def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, run_dir: Path, g
     settings = evals.GenerationSettings(
         cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size, generator=generator
     )
-    metrics = {}
-    for task in cfg.eval.tasks:
-        rows = eval_rows(cfg, task)
-        # one judgment cache per run: a re-run trial never pays for a judgment twice
-        options = {
-            "judge": dataclasses.asdict(cfg.eval.judge),
-            "judge_cache": str(run_dir / "judge-cache.jsonl"),
-        }
-        metrics[task] = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
-        spec = evals.EVALUATORS[task]
-        if cfg.eval.heldout_loss and spec.reference is not None:
-            enc = [
-                tokenize.encode(
-                    tok,
-                    *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
-                    cfg.data.max_seq_len,
-                )
-                for r in rows
-            ]
-            metrics[task]["heldout_loss"] = heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
+    # one judgment cache per run: a re-run trial never pays for a judgment twice
+    options = {"judge": dataclasses.asdict(cfg.eval.judge), "judge_cache": str(run_dir / "judge-cache.jsonl")}
+    metrics = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
+    spec = evals.EVALUATORS[task]
+    if cfg.eval.heldout_loss and spec.reference is not None:
+        enc = [
+            tokenize.encode(
+                tok,
+                *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
+                cfg.data.max_seq_len,
+            )
+            for r in rows
+        ]
+        metrics["heldout_loss"] = heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
     return metrics
 
 
