@@ -104,9 +104,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lorasweep.report.render import build_report
 
         cfg = study.load_study(Path(args.run_dir))
-        r = cfg.report
-        metrics = study.report_metrics(cfg)
-        print(build_report(Path(args.run_dir), metrics, r.reference_batch_size, r.reference_lr))
+        print(build_report(Path(args.run_dir), cfg))
         return 0
 
     overrides = list(args.overrides)

@@ -1,10 +1,10 @@
-"""Study statistics as pure functions of the trial rows: best LR per (method, batch), tuned curves,
-the batch-size headline, and reference-vs-tuned.
+"""Study tables as pure functions of the trial rows: cells (method, batch size, LR) and the LR chosen
+for every (method, batch size) on validation scores.
 
-Best-LR selection uses the mean over seeds of the report metric, and only cells where every seed
-completed: an LR at which some seed diverged is not a tuned setting (the draft's protocol picks the
-best LR per batch size; it does not say how divergence counts, so we state ours).  Ties in the metric
-(common at 0 % when a budget is too small to learn the task) are broken by the lower held-out loss.
+A cell's validation score is the mean over seeds of the selection metric on the validation rows, ties
+broken by the lower validation held-out loss; only cells where every seed completed compete (an LR at
+which a seed diverged is not a tuned setting: our protocol, since the draft does not say).  Test
+values are carried along for reporting and are never read by a choice (docs/method.md, "Selection").
 """
 
 from __future__ import annotations
@@ -19,11 +19,14 @@ class Cell:
     method: str
     batch_size: int
     lr: float
-    values: tuple[float, ...]  # one per completed seed
-    losses: tuple[float, ...]  # held-out loss per completed seed (tie-break)
+    values: tuple[float, ...]  # test metric, one per completed seed (reported, never chosen on)
+    losses: tuple[float, ...]  # test held-out loss per completed seed
     n_seeds: int
     n_diverged: int
     n_failed: int
+    val_values: tuple[float, ...] = ()  # validation metric per completed seed (chooses)
+    val_losses: tuple[float, ...] = ()  # validation held-out loss per completed seed (breaks ties)
+    ids: tuple[str, ...] = ()  # trial ids of the completed seeds, in seed order
 
     @property
     def complete(self) -> bool:
@@ -34,12 +37,20 @@ class Cell:
         return statistics.fmean(self.values) if self.values else None
 
     @property
-    def mean_loss(self) -> float:
-        return statistics.fmean(self.losses) if self.losses else float("inf")
-
-    @property
     def std(self) -> float:
         return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def val_mean(self) -> float | None:
+        return statistics.fmean(self.val_values) if self.val_values else None
+
+    @property
+    def val_score(self) -> tuple[float, float] | None:
+        """(validation metric, -validation loss) when every seed completed with validation metrics."""
+        if not self.complete or len(self.val_values) != self.n_seeds:
+            return None
+        loss = statistics.fmean(self.val_losses) if len(self.val_losses) == self.n_seeds else 0.0
+        return (statistics.fmean(self.val_values), -loss)
 
 
 def cells(rows: list[dict]) -> dict[tuple[str, int, float], Cell]:
@@ -48,17 +59,19 @@ def cells(rows: list[dict]) -> dict[tuple[str, int, float], Cell]:
         groups[(r["method"], r["batch_size"], r["lr"])].append(r)
     out = {}
     for key, rs in groups.items():
+        done = sorted(
+            (r for r in rs if r["state"] == "completed" and r["value"] is not None), key=lambda r: r["seed"]
+        )
         out[key] = Cell(
             *key,
-            values=tuple(r["value"] for r in rs if r["state"] == "completed" and r["value"] is not None),
-            losses=tuple(
-                r["heldout_loss"]
-                for r in rs
-                if r["state"] == "completed" and r.get("heldout_loss") is not None
-            ),
+            values=tuple(r["value"] for r in done),
+            losses=tuple(r["heldout_loss"] for r in done if r.get("heldout_loss") is not None),
             n_seeds=len(rs),
             n_diverged=sum(r["state"] == "diverged" for r in rs),
             n_failed=sum(r["state"] == "failed" for r in rs),
+            val_values=tuple(r["val_value"] for r in done if r.get("val_value") is not None),
+            val_losses=tuple(r["val_loss"] for r in done if r.get("val_loss") is not None),
+            ids=tuple(r["id"] for r in done if "id" in r),
         )
     return out
 
@@ -74,71 +87,43 @@ class Best:
     batch_size: int
     lr: float | None
     cell: Cell | None
-    at_edge: bool  # the best LR is the smallest or largest of the grid
+    bracketed: bool  # an evaluated, worse LR on both sides of the chosen one
+    reason: str  # why the search stopped / how the LR was chosen
+    searched: tuple[float, ...] = ()
+
+    @property
+    def at_edge(self) -> bool:
+        return self.cell is not None and not self.bracketed
 
 
-def best_lrs(table: dict[tuple[str, int, float], Cell]) -> dict[tuple[str, int], Best]:
-    methods, batches, lrs = axes(table)
-    out = {}
-    for m in methods:
-        for b in batches:
-            candidates = [
-                table[(m, b, lr)] for lr in lrs if (m, b, lr) in table and table[(m, b, lr)].complete
-            ]
-            if not candidates:
-                out[(m, b)] = Best(m, b, None, None, False)
-                continue
-            best = max(candidates, key=lambda c: (c.mean, -c.mean_loss, -c.lr))
-            edge = len(lrs) > 1 and best.lr in (lrs[0], lrs[-1])
-            out[(m, b)] = Best(m, b, best.lr, best, edge)
-    return out
+def grid_choice(table: dict[tuple[str, int, float], Cell], method: str, batch: int, lrs: list[float]) -> Best:
+    """The grid's best LR of one (method, batch size) on validation; bracketed when both grid
+    neighbours were evaluated and score lower."""
+    scored = [(lr, table[(method, batch, lr)]) for lr in lrs if (method, batch, lr) in table]
+    ok = [(lr, c) for lr, c in scored if c.val_score is not None]
+    searched = tuple(lr for lr, _ in scored)
+    if not ok:
+        return Best(method, batch, None, None, False, "no LR completed on every seed", searched)
+    lr, cell = max(ok, key=lambda lc: (lc[1].val_score, -lc[0]))
+    i = searched.index(lr)
+    below = table[(method, batch, searched[i - 1])] if i > 0 else None
+    above = table[(method, batch, searched[i + 1])] if i + 1 < len(searched) else None
+
+    def worse(c: Cell | None) -> bool:
+        return c is not None and (c.val_score is None or c.val_score < cell.val_score)
+
+    if worse(below) and worse(above):
+        return Best(method, batch, lr, cell, True, "grid: bracketed", searched)
+    edge = "lowest" if i == 0 else "highest" if i == len(searched) - 1 else "a tie with a neighbour"
+    where = f"the {edge} LR of the grid" if i in (0, len(searched) - 1) else edge
+    return Best(
+        method, batch, lr, cell, False, f"grid: best at {where}; the optimum may lie beyond it", searched
+    )
 
 
-@dataclass(frozen=True)
-class Headline:
-    points: float
-    method: str
-    best_batch: int
-    worst_batch: int
-
-
-def headline(best: dict[tuple[str, int], Best]) -> Headline | None:
-    """The largest spread, over batch sizes, of the tuned metric within one method (display units)."""
-    spreads = []
-    for m in dict.fromkeys(k[0] for k in best):
-        tuned = [(b.cell.mean, b.batch_size) for (mm, _), b in best.items() if mm == m and b.cell]
-        if len(tuned) >= 2:
-            hi, lo = max(tuned), min(tuned)
-            spreads.append(Headline(hi[0] - lo[0], m, hi[1], lo[1]))
-    return max(spreads, key=lambda h: h.points, default=None)
-
-
-def reference_point(batches: list[int], lrs: list[float], ref_b: int | None, ref_lr: float | None):
-    """The reference config: the named one, else batch 128 (PiSSA's) if swept and the middle LR."""
-    b = ref_b if ref_b is not None else (128 if 128 in batches else batches[len(batches) // 2])
-    lr = ref_lr if ref_lr is not None else lrs[len(lrs) // 2]
-    return b, lr
-
-
-def reference_vs_tuned(table, best, ref_b: int, ref_lr: float) -> list[dict]:
-    rows = []
-    for m in axes(table)[0]:
-        ref = table.get((m, ref_b, ref_lr))
-        tuned = [b for (mm, _), b in best.items() if mm == m and b.cell]
-        top = max(tuned, key=lambda b: b.cell.mean, default=None)
-        rows.append(
-            {
-                "method": m,
-                "reference": ref.mean if ref and ref.complete else None,
-                "tuned": top.cell.mean if top else None,
-                "tuned_batch": top.batch_size if top else None,
-                "tuned_lr": top.lr if top else None,
-            }
-        )
-    for col in ("reference", "tuned"):
-        vals = [r[col] for r in rows if r[col] is not None]
-        top = max(vals, default=None)
-        unique = vals.count(top) == 1  # a tie has no winner
-        for r in rows:
-            r[f"{col}_wins"] = unique and r[col] == top
-    return rows
+def best_lrs(
+    table: dict[tuple[str, int, float], Cell], lrs: list[float] | None = None
+) -> dict[tuple[str, int], Best]:
+    """Grid choice for every (method, batch size) in ``table`` (LRs: the grid, default every LR seen)."""
+    methods, batches, seen = axes(table)
+    return {(m, b): grid_choice(table, m, b, sorted(lrs or seen)) for m in methods for b in batches}

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from lorasweep.report.analysis import Best, Cell, axes  # noqa: E402
+from lorasweep.report.analysis import Cell, axes  # noqa: E402
 
 
 def _batch_axis(ax, batches: list[int]) -> None:
@@ -19,25 +19,27 @@ def _batch_axis(ax, batches: list[int]) -> None:
     ax.set_xlabel("effective batch size")
 
 
-def accuracy_vs_batch(
-    best: dict[tuple[str, int], Best], baseline: float | None, metric: str, path: Path
-) -> None:
-    """Per method: accuracy at the best LR for each batch size; band = min..max over seeds."""
+def accuracy_vs_batch(res, metric: str, path: Path) -> None:
+    """Per method: test value at the LR chosen on validation for each batch size; band = its bootstrap
+    interval over test items and seeds; hollow markers: LR not bracketed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    methods = list(dict.fromkeys(k[0] for k in best))
-    batches = sorted({k[1] for k in best})
-    for m in methods:
-        pts = [(b.batch_size, b.cell) for (mm, _), b in sorted(best.items()) if mm == m and b.cell]
+    for m in res.methods:
+        pts = [
+            (b, res.tuned[(m, b)]) for b in res.batches if (m, b) in res.tuned and res.tuned[(m, b)].estimate
+        ]
         if not pts:
             continue
         xs = [x for x, _ in pts]
-        ax.plot(xs, [c.mean for _, c in pts], marker="o", label=m)
-        ax.fill_between(xs, [min(c.values) for _, c in pts], [max(c.values) for _, c in pts], alpha=0.2)
-    if baseline is not None:
-        ax.axhline(baseline, color="grey", linestyle="--", linewidth=1, label="base model")
-    _batch_axis(ax, batches)
-    ax.set_ylabel(f"{metric} at best LR")
-    ax.set_title("Batch size, LR tuned per batch size")
+        (line,) = ax.plot(xs, [t.estimate.mean for _, t in pts], marker="o", label=m)
+        ax.fill_between(xs, [t.estimate.lo for _, t in pts], [t.estimate.hi for _, t in pts], alpha=0.2)
+        edge = [(b, t.estimate.mean) for b, t in pts if not t.best.bracketed]
+        if edge:
+            ax.plot(*zip(*edge, strict=True), "o", mfc="white", color=line.get_color())
+    if res.baseline is not None:
+        ax.axhline(res.baseline.mean, color="grey", linestyle="--", linewidth=1, label="base model")
+    _batch_axis(ax, res.batches)
+    ax.set_ylabel(f"{metric}, test")
+    ax.set_title("Batch size, LR chosen on validation per batch size")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -42,14 +42,20 @@ def load_trials(run_dir: Path, metric: str) -> list[dict]:
         trial = results.read_json(d / "config.json")["trial"]
         metrics = results.read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
         status = results.read_json(d / "status.json") if (d / "status.json").exists() else {}
+        task = metric.split(".")[0]
         rows.append(
             {
                 **trial,
                 "id": d.name,
                 "state": state,
                 "value": _display(metric_value(metrics, metric), metric) if state == "completed" else None,
-                "heldout_loss": metric_value(metrics, f"{metric.split('.')[0]}.heldout_loss"),
+                "heldout_loss": metric_value(metrics, f"{task}.heldout_loss"),
+                "val_value": _display(metric_value(metrics, f"validation.{metric}"), metric)
+                if state == "completed"
+                else None,
+                "val_loss": metric_value(metrics, f"validation.{task}.heldout_loss"),
                 "steps": status.get("steps"),
+                "tokens": metrics.get("train", {}).get("input_tokens"),
                 "diverged_at": status.get("diverged_at"),
                 "seconds": status.get("seconds"),
             }
@@ -70,3 +76,27 @@ def _study_order(run_dir: Path):
 def load_baseline(run_dir: Path, metric: str) -> float | None:
     path = run_dir / "baseline" / "metrics.json"
     return _display(metric_value(results.read_json(path), metric), metric) if path.exists() else None
+
+
+def item_scores(eval_dir: Path, metric: str) -> list[float] | None:
+    """Per-item scores of ``metric`` in display units, in item order, from an evaluation folder (a
+    trial's ``eval/`` holds the test rows' files); None where the task writes no per-item scores."""
+    task, name = metric.split(".", 1)
+    path = eval_dir / f"{task}.scored.jsonl"
+    if not path.exists():
+        return None
+    scale = 100.0 if unit(metric) == "%" else 1.0
+    out = []
+    for item in results.read_jsonl(path):
+        scores = item.get("scores")
+        if isinstance(scores, dict) and isinstance(scores.get(name), dict) and "correct" in scores[name]:
+            out.append(scale * float(scores[name]["correct"]))
+        elif name == "pass@1" and "passed" in item:
+            out.append(scale * float(item["passed"]))
+        else:
+            return None
+    return out
+
+
+def load_baseline_items(run_dir: Path, metric: str) -> list[float] | None:
+    return item_scores(run_dir / "baseline", metric)  # the baseline's test files sit in baseline/

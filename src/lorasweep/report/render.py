@@ -1,7 +1,9 @@
-"""Write ``report/report.md`` and its figures from a run directory.
+"""Write ``report/report.md``, its figures and ``report/summary.json`` from a run directory.
 
-One section per reported metric (the study's ``report.metric`` first, then the primary metric of every
-other evaluated task, MT-Bench included), each with the same figures and tables.
+The report opens with the verdict on each claim of the study, then one section per reported metric
+(the study's ``report.metric`` first, then the primary metric of every other evaluated task).  Every
+LR and batch-size choice was made on validation rows; every number printed is measured on test rows
+and carries its bootstrap interval (``stats.py``); a chosen LR that is not bracketed says so beside it.
 """
 
 from __future__ import annotations
@@ -9,108 +11,158 @@ from __future__ import annotations
 from pathlib import Path
 
 from lorasweep import results
-from lorasweep.report import analysis, figures
-from lorasweep.report.load import load_baseline, load_trials, unit
+from lorasweep.config import StudyConfig
+from lorasweep.report import figures, summary, tuned
+from lorasweep.report.load import unit
 
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
-def build_report(
-    run_dir: Path, metrics: str | list[str], ref_b: int | None = None, ref_lr: float | None = None
-) -> Path:
-    metrics = [metrics] if isinstance(metrics, str) else list(dict.fromkeys(metrics))
+def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
+    """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
+    from lorasweep.study import report_metrics
+    from lorasweep.sweep.trial import validation_source
+
+    metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
     out = run_dir / "report"
     out.mkdir(exist_ok=True)
-    lines = [f"# lorasweep report: {run_dir.name}", ""]
+    primary = tuned.build(cfg, run_dir, metrics[0])
+    level = f"{cfg.report.confidence:.0%}"
+    lines = [
+        f"# lorasweep report: {run_dir.name}",
+        "",
+        f"Every choice (the LR of each batch size, the best batch size) was made on **validation** rows "
+        f"({validation_source(cfg)}, {cfg.eval.selection.num_examples or 'all'} rows, metric `{cfg.report.metric}`); "
+        f"every number below is measured on **test** rows, which no choice saw. Brackets are {level} "
+        f"bootstrap intervals over test items and seeds ({cfg.report.bootstrap} resamples); comparisons are "
+        "paired over test items.",
+        "",
+        "## Claims of the study",
+        "",
+        "| claim | verdict | evidence (test, points, with intervals) |",
+        "|---|---|---|",
+    ]
+    for c in primary.claims:
+        lines.append(f"| ({c.key}) {c.text} | **{c.verdict}** | {'<br>'.join(c.evidence)} |")
+    lines.append("")
     for i, metric in enumerate(metrics):
-        lines += _section(run_dir, out, metric, "" if i == 0 else f"_{metric.split('.')[0]}", ref_b, ref_lr)
+        res = primary if i == 0 else tuned.build(cfg, run_dir, metric, with_claims=False)
+        lines += _section(res, out, "" if i == 0 else f"_{metric.split('.')[0]}", level)
     path = out / "report.md"
     results.atomic_write_text(path, "\n".join(lines) + "\n")
+    summary.write(out / "summary.json", cfg, primary)
     return path
 
 
-def _section(run_dir: Path, out: Path, metric: str, suffix: str, ref_b, ref_lr) -> list[str]:
-    rows = load_trials(run_dir, metric)
-    baseline = load_baseline(run_dir, metric)
-    table = analysis.cells(rows)
-    best = analysis.best_lrs(table)
-    methods, batches, lrs = analysis.axes(table)
-    label = f"{metric} ({unit(metric)})"
-    figures.accuracy_vs_batch(best, baseline, label, out / f"accuracy_vs_batch{suffix}.png")
-    for m in methods:
-        figures.lr_batch_heatmap(table, m, label, out / f"heatmap_{m}{suffix}.png")
-        figures.accuracy_per_lr(table, m, label, out / f"per_lr_{m}{suffix}.png")
-    counts = {s: sum(r["state"] == s for r in rows) for s in results.STATES}
-    lines = [f"## `{metric}`", ""]
-    lines += [
-        f"Mean over seeds, in {unit(metric)}; best LR chosen per method and batch size among LRs where every "
-        "seed completed. Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    ]
-    if baseline is not None:
-        lines += ["", f"Untrained base model: {_fmt(baseline)}"]
-    h = analysis.headline(best)
-    what = f"accuracy ({metric})" if unit(metric) == "%" else f"the score ({metric})"
-    if h:
-        lines += [
-            "",
-            f"**Batch size alone moves {what} by up to {h.points:.1f} {'points' if unit(metric) == '%' else ''}** "
-            f"({h.method}: batch {h.best_batch} vs batch {h.worst_batch}, each at its best LR).",
-        ]
+def _section(res: tuned.StudyResults, out: Path, suffix: str, level: str) -> list[str]:
+    metric, label = res.metric, f"{res.metric} ({unit(res.metric)})"
+    figures.accuracy_vs_batch(res, label, out / f"accuracy_vs_batch{suffix}.png")
+    for m in res.methods:
+        figures.lr_batch_heatmap(res.table, m, label, out / f"heatmap_{m}{suffix}.png")
+        figures.accuracy_per_lr(res.table, m, label, out / f"per_lr_{m}{suffix}.png")
+    counts = {s: sum(r["state"] == s for r in res.rows) for s in results.STATES}
+    lines = [f"## `{metric}`", "", "Trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)]
+    if res.baseline is not None:
+        lines += ["", f"Untrained base model (test): {res.baseline.fmt()}"]
     lines += ["", f"![{metric} vs batch size](accuracy_vs_batch{suffix}.png)", ""]
-    lines += _best_lr_table(best, methods, batches, lrs)
-    lines += _reference_table(table, best, batches, lrs, ref_b, ref_lr)
-    lines += ["", "### Learning rate × batch size", ""]
-    for m in methods:
+    lines += _tuned_table(res, level)
+    lines += _search_table(res)
+    lines += _reference_table(res)
+    lines += ["", "### Learning rate × batch size (test, mean over seeds)", ""]
+    for m in res.methods:
         lines += [f"![{m} heatmap](heatmap_{m}{suffix}.png) ![{m} per LR](per_lr_{m}{suffix}.png)", ""]
-    lines += _cells_table(table, methods)
+    lines += _cells_table(res)
     return lines + [""]
 
 
-def _best_lr_table(best, methods, batches, lrs) -> list[str]:
-    lines = ["### Best learning rate per batch size", ""]
-    lines += ["| method | " + " | ".join(f"B={b}" for b in batches) + " |", "|---|" + "---|" * len(batches)]
-    warnings = []
-    for m in methods:
-        cells_txt = []
-        for b in batches:
-            bl = best.get((m, b))
-            if bl is None or bl.cell is None:
-                cells_txt.append("diverged/none")
+def _tuned_table(res: tuned.StudyResults, level: str) -> list[str]:
+    lines = [
+        f"### Test value at the LR chosen on validation (mean [{level} interval] @ LR)",
+        "",
+        "| method | " + " | ".join(f"B={b}" for b in res.batches) + " |",
+        "|---|" + "---|" * len(res.batches),
+    ]
+    notes = []
+    for m in res.methods:
+        row = []
+        for b in res.batches:
+            t = res.tuned.get((m, b))
+            if t is None or t.best.cell is None or t.estimate is None:
+                row.append(f"none ({t.best.reason})" if t else "—")
                 continue
-            mark = " ⚠" if bl.at_edge else ""
-            cells_txt.append(f"{_fmt(bl.cell.mean)} ± {bl.cell.std:.1f} @ {bl.lr:g}{mark}")
-            if bl.at_edge:
-                warnings.append(
-                    f"{m}, B={b}: best LR {bl.lr:g} is at the edge of the grid "
-                    f"[{lrs[0]:g}, {lrs[-1]:g}]; the optimum may lie outside it."
-                )
-        lines.append(f"| {m} | " + " | ".join(cells_txt) + " |")
-    if warnings:
-        lines += ["", "Warnings:", ""] + [f"- ⚠ {w}" for w in warnings]
+            text = f"{t.estimate.fmt()} @ {t.best.lr:g}"
+            if not t.best.bracketed:
+                text += f" ⚠ not bracketed: {t.best.reason}"
+                notes.append(f"{m}, B={b}: LR {t.best.lr:g} is not bracketed ({t.best.reason}).")
+            row.append(text)
+        lines.append(f"| {m} | " + " | ".join(row) + " |")
+    if notes:
+        lines += ["", "Not bracketed (the best LR may lie outside what was searched):", ""]
+        lines += [f"- ⚠ {n}" for n in notes]
     return lines
 
 
-def _reference_table(table, best, batches, lrs, ref_b, ref_lr) -> list[str]:
-    ref_b, ref_lr = analysis.reference_point(batches, lrs, ref_b, ref_lr)
-    lines = ["", f"### Reference config (B={ref_b}, LR={ref_lr:g}) vs tuned", ""]
-    lines += ["| method | reference | tuned (best B, LR) |", "|---|---|---|"]
-    for r in analysis.reference_vs_tuned(table, best, ref_b, ref_lr):
-        ref = _fmt(r["reference"]) + (" **(wins)**" if r["reference_wins"] else "")
-        tuned = _fmt(r["tuned"])
-        if r["tuned"] is not None:
-            tuned += f" (B={r['tuned_batch']}, {r['tuned_lr']:g})"
-        tuned += " **(wins)**" if r["tuned_wins"] else ""
-        lines.append(f"| {r['method']} | {ref} | {tuned} |")
+def _search_table(res: tuned.StudyResults) -> list[str]:
+    lines = [
+        "",
+        "### Learning-rate search (validation score per LR; * = chosen)",
+        "",
+        "| method | B | LRs searched | stopped because |",
+        "|---|---|---|---|",
+    ]
+    for m in res.methods:
+        for b in res.batches:
+            t = res.tuned.get((m, b))
+            if t is None:
+                continue
+            parts = []
+            for lr in t.best.searched:
+                c = res.table.get((m, b, lr))
+                v = c.val_mean if c is not None and c.val_score is not None else None
+                shown = _fmt(v) if v is not None else ("diverged" if c is not None and c.n_diverged else "—")
+                parts.append(f"{lr:g}{'*' if lr == t.best.lr else ''}: {shown}")
+            lines.append(f"| {m} | {b} | {', '.join(parts) or '—'} | {t.best.reason} |")
     return lines
 
 
-def _cells_table(table, methods) -> list[str]:
-    lines = ["### Every cell", "", "| method | B | LR | mean | seeds | diverged | failed |"]
-    lines.append("|---|---|---|---|---|---|---|")
-    for (m, b, lr), c in sorted(table.items(), key=lambda kv: (methods.index(kv[0][0]), kv[0][1], kv[0][2])):
+def _reference_table(res: tuned.StudyResults) -> list[str]:
+    if res.ref_point is None:
+        return []
+    ref_b, ref_lr = res.ref_point
+    lines = [
+        "",
+        f"### Reference config (B={ref_b}, LR={ref_lr:g}) vs tuned (test)",
+        "",
+        "| method | reference | tuned (best B and LR on validation) |",
+        "|---|---|---|",
+    ]
+    for m in res.methods:
+        ref = res.reference.get(m)
+        ref_txt = ref.estimate.fmt() if ref is not None and ref.estimate is not None else "—"
+        cands = [t for (mm, _), t in res.tuned.items() if mm == m and t.estimate is not None and t.best.cell]
+        top = max(cands, key=lambda t: (t.best.cell.val_mean or 0.0, -t.best.batch_size), default=None)
+        top_txt = f"{top.estimate.fmt()} (B={top.best.batch_size}, {top.best.lr:g})" if top else "—"
+        lines.append(f"| {m} | {ref_txt} | {top_txt} |")
+    lines += ["", "Which method ranks where, with paired intervals: claim (e) above."]
+    return lines
+
+
+def _cells_table(res: tuned.StudyResults) -> list[str]:
+    lines = [
+        "### Every cell",
+        "",
+        "| method | B | LR | validation mean | test mean | test per seed | diverged | failed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(res.methods)}
+    for (m, b, lr), c in sorted(
+        res.table.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1], kv[0][2])
+    ):
         mean = "diverged" if c.mean is None and c.n_diverged else _fmt(c.mean)
         seeds = ", ".join(_fmt(v) for v in c.values)
-        lines.append(f"| {m} | {b} | {lr:g} | {mean} | {seeds} | {c.n_diverged} | {c.n_failed} |")
+        lines.append(
+            f"| {m} | {b} | {lr:g} | {_fmt(c.val_mean)} | {mean} | {seeds} | {c.n_diverged} | {c.n_failed} |"
+        )
     return lines

@@ -35,16 +35,21 @@ def lattice_lr(x: float) -> float:
 
 @dataclass(frozen=True)
 class SearchSpec:
-    start: float
+    anchor: float  # the lattice is anchor * factor**(k/2) for integer k (shared by a method's cells)
     factor: float
     min_lr: float
     max_lr: float
     refine: bool = True
     max_points: int = 10
+    offset: int = 0  # this cell starts ``offset`` half-steps from the anchor
+
+    @property
+    def start(self) -> float:
+        return self.lr(0)
 
     def lr(self, j: int) -> float:
-        """The LR ``j`` half-steps from the start."""
-        return lattice_lr(self.start * self.factor ** (j / 2))
+        """The LR ``j`` half-steps from this cell's start."""
+        return lattice_lr(self.anchor * self.factor ** ((self.offset + j) / 2))
 
     def inside(self, j: int) -> bool:
         lr = self.lr(j)
@@ -54,6 +59,7 @@ class SearchSpec:
         """The most LRs this search can evaluate: every coarse point inside the bounds, plus one."""
         lo = math.floor(math.log(self.min_lr / self.start, self.factor)) - 1
         hi = math.ceil(math.log(self.max_lr / self.start, self.factor)) + 1
+
         coarse = sum(self.inside(2 * i) for i in range(lo, hi + 1))
         return min(self.max_points, coarse + (1 if self.refine else 0))
 
@@ -69,10 +75,9 @@ class Decision:
     neighbours: tuple[float | None, float | None] = (None, None)  # evaluated LRs around the best
 
 
-def snap(spec_start: float, factor: float, target: float) -> float:
-    """The lattice point (half steps of ``factor`` from ``spec_start``) nearest to ``target``."""
-    j = round(2 * math.log(target / spec_start, factor))
-    return lattice_lr(spec_start * factor ** (j / 2))
+def snap(anchor: float, factor: float, target: float) -> int:
+    """The offset (in half steps of ``factor`` from ``anchor``) of the lattice point nearest ``target``."""
+    return round(2 * math.log(target / anchor, factor))
 
 
 def _key(score: Score) -> tuple:

@@ -113,8 +113,10 @@ def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
                 target = prev[1] * (b / prev[0]) ** br.batch_exponent
             else:
                 target = anchor * (b / batches[0]) ** br.batch_exponent
-            start = bracket.snap(anchor, br.factor, min(max(target, br.min_lr), br.max_lr))
-            spec = bracket.SearchSpec(start, br.factor, br.min_lr, br.max_lr, br.refine, br.max_points)
+            offset = bracket.snap(anchor, br.factor, min(max(target, br.min_lr), br.max_lr))
+            spec = bracket.SearchSpec(
+                anchor, br.factor, br.min_lr, br.max_lr, br.refine, br.max_points, offset
+            )
             scores = lr_scores(run_dir, m, b, disk_lrs(run_dir, m, b), cfg.train.seeds, metric)
             d = bracket.decide(spec, scores)
             out.append(CellState(m, b, spec, d))
