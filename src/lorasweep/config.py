@@ -68,6 +68,11 @@ class JudgeConfig:
 
 @dataclass
 class SelectionConfig:
+    metric: str | None = _f(
+        None,
+        "metric that chooses, measured on the validation rows (null = report.metric); its task needs "
+        "validation rows in its own schema",
+    )
     data: str | None = _f(
         None,
         "validation rows that choose LRs and batch sizes (a file, a hub id with its split, builtin:...; "
@@ -411,7 +416,12 @@ def _cross_checks(cfg: StudyConfig) -> None:
     if task not in cfg.eval.tasks:
         raise ConfigError(f"metric task {task!r} is not in eval.tasks {cfg.eval.tasks}", "report.metric")
     _search_checks(cfg)
-    _selection_checks(cfg, task)
+    sel_metric = cfg.eval.selection.metric or cfg.report.metric
+    if sel_metric.split(".")[0] not in EVALUATORS:
+        raise ConfigError(
+            f"unknown task in {sel_metric!r}; valid: {', '.join(EVALUATORS)}", "eval.selection.metric"
+        )
+    _selection_checks(cfg, sel_metric.split(".")[0])
 
 
 def _search_checks(cfg: StudyConfig) -> None:
@@ -421,11 +431,8 @@ def _search_checks(cfg: StudyConfig) -> None:
     if br.min_lr >= br.max_lr:
         raise ConfigError(f"must be below train.bracket.max_lr ({br.max_lr:g})", "train.bracket.min_lr")
     for m, lr in br.start_lr.items():
-        if m not in cfg.adapter.methods:
-            valid = [*cfg.adapter.methods, *METHODS]
-            raise ConfigError(
-                f"not a method of this study{_nearest(m, valid)}", f"train.bracket.start_lr.{m}"
-            )
+        if m not in METHODS:  # a method outside this study's list is allowed (configs are shared)
+            raise ConfigError(f"unknown adapter method{_nearest(m, METHODS)}", f"train.bracket.start_lr.{m}")
         if not br.min_lr <= lr <= br.max_lr:
             raise ConfigError(
                 f"{lr:g} lies outside [min_lr, max_lr] = [{br.min_lr:g}, {br.max_lr:g}]",

@@ -57,7 +57,7 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
 
 def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> str:
     from lorasweep.sweep.search import reference_point
-    from lorasweep.sweep.trial import validation_source
+    from lorasweep.sweep.trial import selection_metric, validation_source
 
     t, n_m, n_b, n_s = cfg.train, len(cfg.adapter.methods), len(cfg.train.batch_sizes), len(cfg.train.seeds)
     if t.lr_search == "grid":
@@ -73,7 +73,7 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
         )
     lines.append(
         f"choices (LR, batch size) on validation rows: {validation_source(cfg)}; "
-        f"reported numbers on test rows only ({cfg.report.metric})"
+        f"metric {selection_metric(cfg)}; reported numbers on test rows only ({cfg.report.metric})"
     )
     if t.lr_search == "bracket":
         lines += _plan_search(cfg)

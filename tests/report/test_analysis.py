@@ -1,4 +1,4 @@
-"""Study statistics on hand-made trial rows."""
+"""Study tables on hand-made trial rows: LRs chosen on validation values only."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ def row(method, b, lr, seed, value, state="completed", loss=1.0):
         "state": state,
         "value": value if state == "completed" else None,
         "heldout_loss": loss,
+        # validation equals test here, except where a test below sets them apart
+        "val_value": value if state == "completed" else None,
+        "val_loss": loss,
+        "id": f"{method}-b{b}-lr{lr:g}-s{seed}",
     }
 
 
@@ -64,25 +68,13 @@ def test_ties_are_broken_by_heldout_loss():
     assert analysis.best_lrs(analysis.cells(rows))[("lora", 8)].lr == 1e-3
 
 
-def test_headline_is_the_largest_tuned_spread():
-    h = analysis.headline(analysis.best_lrs(analysis.cells(ROWS)))
-    assert h.method == "lora" and h.best_batch == 4 and h.worst_batch == 64
-    assert h.points == pytest.approx(0.75 - 0.42)
+def test_the_choice_reads_validation_values_never_test_values():
+    rows = [row("lora", 8, lr, 0, v) for lr, v in ((1e-4, 0.2), (1e-3, 0.5), (1e-2, 0.3))]
+    rows[2]["value"] = 0.99  # the test value of LR 1e-2 is the highest: the choice must not see it
+    best = analysis.best_lrs(analysis.cells(rows))[("lora", 8)]
+    assert best.lr == 1e-3 and best.bracketed and best.reason == "grid: bracketed"
 
 
-def test_reference_vs_tuned():
-    table = analysis.cells(ROWS)
-    best = analysis.best_lrs(table)
-    b, lr = analysis.reference_point([4, 64], [1e-4, 1e-3, 1e-2], None, None)
-    assert (b, lr) == (64, 1e-3)  # no 128 swept: middle batch, middle LR
-    out = {r["method"]: r for r in analysis.reference_vs_tuned(table, best, 4, 1e-4)}
-    assert out["pissa"]["reference_wins"] and not out["lora"]["reference_wins"]
-    assert out["lora"]["tuned"] == pytest.approx(0.75) and out["lora"]["tuned_wins"]
-    assert out["pissa"]["tuned"] == pytest.approx(0.73)
-
-
-def test_a_tie_has_no_winner():
-    rows = [row("lora", 4, 1e-3, 0, 0.5), row("pissa", 4, 1e-3, 0, 0.5)]
-    table = analysis.cells(rows)
-    out = analysis.reference_vs_tuned(table, analysis.best_lrs(table), 4, 1e-3)
-    assert not any(r["reference_wins"] or r["tuned_wins"] for r in out)
+def test_an_edge_choice_says_so():
+    best = analysis.best_lrs(analysis.cells(ROWS))[("lora", 64)]
+    assert best.at_edge and "highest LR of the grid" in best.reason

@@ -12,6 +12,10 @@ def test_diverged_trials_are_recorded_and_marked(tmp_path, capsys):
     args = [
         "adapter.methods=[lora]",
         "train.batch_sizes=[4,8]",
+        "train.lr_search=grid",
+        "report.reference_batch_size=null",
+        "report.reference_lr=null",
+        "eval.selection.num_examples=8",
         "train.learning_rates=[5e-3,5.0]",
         "train.seeds=[0,1]",
         "data.num_train=64",
@@ -31,7 +35,7 @@ def test_diverged_trials_are_recorded_and_marked(tmp_path, capsys):
             ok = json.loads((out / "trials" / f"lora-b{b}-lr0.005-s{seed}" / "status.json").read_text())
             assert ok["state"] == "completed"
     report = (out / "report" / "report.md").read_text()
-    assert "| lora | 4 | 5 | diverged |" in report and "| lora | 8 | 5 | diverged |" in report
+    assert "| lora | 4 | 5 | — | diverged |" in report and "| lora | 8 | 5 | — | diverged |" in report
     assert "nan" not in report.lower()
     assert "@ 0.005" in report  # the best LR is the one that did not diverge
     assert main(["status", str(out)]) == 0

@@ -13,6 +13,10 @@ from lorasweep.cli import main
 MICRO = [
     "adapter.methods=[lora,milora]",
     "train.batch_sizes=[4,16]",
+    "train.lr_search=grid",
+    "report.reference_batch_size=null",
+    "report.reference_lr=null",
+    "eval.selection.num_examples=8",
     "train.learning_rates=[5e-3]",
     "train.seeds=[0]",
     "data.num_train=64",
@@ -65,14 +69,29 @@ def test_same_seed_same_tokens_across_batch_sizes(run_dir):
 
 def test_report_files(run_dir):
     report = (run_dir / "report" / "report.md").read_text()
-    assert "Batch size alone moves accuracy (gsm8k.strict) by up to" in report
-    assert "## Best learning rate per batch size" in report
-    assert "Reference config" in report and "Untrained base model" in report
+    assert report.index("## Claims of the study") < report.index("## `gsm8k.strict`")  # claims first
+    for claim in "abcde":
+        assert f"| ({claim}) " in report
+    assert "### Test value at the LR chosen on validation" in report
+    assert "Reference config" in report and "Untrained base model (test): 0.0 [0.0, 0.0]" in report
+    assert "made on **validation** rows" in report and "measured on **test** rows" in report
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert [c["claim"] for c in summary["claims"]] == list("abcde")
+    cells = {(c["method"], c["batch_size"]): c for c in summary["cells"]}
+    assert set(cells) == {(m, b) for m in ("lora", "milora") for b in (4, 16)}
+    for c in cells.values():
+        assert c["lr"] == 5e-3 and c["searched_lrs"] == [5e-3] and c["steps"] == 64 // c["batch_size"]
+        assert c["test"]["lo"] <= c["test"]["mean"] <= c["test"]["hi"]
+    for d in (run_dir / "trials").iterdir():  # every trial chose on validation rows of their own
+        m = json.loads((d / "metrics.json").read_text())
+        assert (
+            m["validation"]["gsm8k"]["n"] == 8 and (d / "eval" / "validation" / "gsm8k.scored.jsonl").exists()
+        )
     for name in ("accuracy_vs_batch.png", "heatmap_lora.png", "heatmap_milora.png", "per_lr_lora.png"):
         png = run_dir / "report" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a single LR is at the edge of its own grid but there is nothing to warn about
-    assert "edge of the grid" not in report
+    assert "not bracketed" in report  # a one-LR grid brackets nothing, and the report says so
 
 
 def test_report_rebuilds_from_disk(run_dir, capsys):

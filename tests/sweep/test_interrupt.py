@@ -15,6 +15,10 @@ import pytest
 ARGS = [
     "adapter.methods=[lora,pissa]",
     "train.batch_sizes=[4,8]",
+    "train.lr_search=grid",
+    "report.reference_batch_size=null",
+    "report.reference_lr=null",
+    "eval.selection.num_examples=8",
     "train.learning_rates=[5e-3,1e-2]",
     "train.seeds=[0]",
     "data.num_train=96",

@@ -23,6 +23,10 @@ import pytest
 SMALL = [
     "adapter.methods=[lora,pissa,milora]",
     "train.batch_sizes=[4,16]",
+    "train.lr_search=grid",
+    "report.reference_batch_size=null",
+    "report.reference_lr=null",
+    "eval.selection.num_examples=8",
     "train.learning_rates=[5e-3]",
     "train.seeds=[0,1]",
     "data.num_train=64",

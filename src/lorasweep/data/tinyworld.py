@@ -77,27 +77,72 @@ KINDS = {"add": _add, "sub": _sub, "mul": _mul, "two_step": _two_step}
 KIND_WEIGHTS = {"add": 3, "sub": 3, "mul": 2, "two_step": 2}
 
 
-def generate(n: int, seed: int) -> list[Problem]:
-    """``n`` problems from one seed stream; deterministic."""
+# ---------------------------------------------------------------- the "lite" variant
+# builtin:tinyworld-lite: one-step problems only (add, subtract, multiply), single-digit operands (the
+# minuend of a subtraction is 10-19) and short questions (~43 tokens per example with the plain
+# template, against ~50 for the full task).  It is learnable in a few dozen optimizer steps, so the
+# default study can span large batch sizes on a small data budget.  The base model still scores ~0:
+# it has never seen a question followed by its answer.
+
+
+def _add_lite(rng: random.Random) -> Problem:
+    a = rng.choice(NAMES)
+    item = rng.choice(ITEMS)
+    x, y = rng.randint(2, 9), rng.randint(2, 9)
+    q = f"{a} has {x} {item}. {a} buys {y} more. How many now?"
+    return Problem(q, f"{x} + {y} = {x + y}\n#### {x + y}", x + y, "add")
+
+
+def _sub_lite(rng: random.Random) -> Problem:
+    a, b = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    x, y = rng.randint(10, 19), rng.randint(2, 9)
+    q = f"{a} has {x} {item}. {a} gives {y} to {b}. How many left?"
+    return Problem(q, f"{x} - {y} = {x - y}\n#### {x - y}", x - y, "sub")
+
+
+def _mul_lite(rng: random.Random) -> Problem:
+    a = rng.choice(NAMES)
+    item, box = rng.choice(ITEMS), rng.choice(CONTAINERS)
+    x, y = rng.randint(2, 9), rng.randint(2, 9)
+    q = f"{a} has {x} {box}. Each holds {y} {item}. How many {item} in all?"
+    return Problem(q, f"{x} * {y} = {x * y}\n#### {x * y}", x * y, "mul")
+
+
+LITE_KINDS = {"add": _add_lite, "sub": _sub_lite, "mul": _mul_lite}
+LITE_KIND_WEIGHTS = {"add": 1, "sub": 1, "mul": 1}
+
+# variant name (the part after "builtin:") -> (problem makers by kind, kind weights)
+VARIANTS = {
+    "tinyworld": (KINDS, KIND_WEIGHTS),
+    "tinyworld-lite": (LITE_KINDS, LITE_KIND_WEIGHTS),
+}
+
+
+def generate(n: int, seed: int, variant: str = "tinyworld") -> list[Problem]:
+    """``n`` problems of ``variant`` from one seed stream; deterministic."""
+    makers, weights = VARIANTS[variant]
     rng = random.Random(seed)
-    kinds = [k for k, w in KIND_WEIGHTS.items() for _ in range(w)]
-    return [KINDS[rng.choice(kinds)](rng) for _ in range(n)]
+    kinds = [k for k, w in weights.items() for _ in range(w)]
+    return [makers[rng.choice(kinds)](rng) for _ in range(n)]
 
 
-def split(n_train: int, n_test: int, n_validation: int = 0) -> tuple[list[Problem], ...]:
+def split(
+    n_train: int, n_test: int, n_validation: int = 0, variant: str = "tinyworld"
+) -> tuple[list[Problem], ...]:
     """Train and test splits (and a validation split when asked) with no question text in common."""
-    train = generate(n_train, TRAIN_STREAM)
+    train = generate(n_train, TRAIN_STREAM, variant)
     seen = {p.question for p in train}
-    test = _unseen(n_test, TEST_STREAM, seen)
+    test = _unseen(n_test, TEST_STREAM, seen, variant)
     if not n_validation:
         return train, test
-    return train, test, _unseen(n_validation, VALIDATION_STREAM, seen)
+    return train, test, _unseen(n_validation, VALIDATION_STREAM, seen, variant)
 
 
-def _unseen(n: int, stream: int, seen: set[str]) -> list[Problem]:
+def _unseen(n: int, stream: int, seen: set[str], variant: str = "tinyworld") -> list[Problem]:
     out: list[Problem] = []
     while len(out) < n:
-        for p in generate(n, stream):
+        for p in generate(n, stream, variant):
             if p.question not in seen and len(out) < n:
                 seen.add(p.question)
                 out.append(p)

@@ -36,7 +36,7 @@ class Task:
         """Where validation rows come from by default: the built-in data's own validation split, when
         the test rows are that built-in; None when the data has no known validation split."""
         source = configured or self.default_data
-        if self.validation_split and source == self.default_data:
+        if self.validation_split and source.split("-")[0] == self.default_data:  # and its variants
             return source
         return None
 

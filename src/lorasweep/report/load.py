@@ -30,7 +30,10 @@ def metric_value(metrics: dict, metric: str) -> float | None:
     return float(node) if isinstance(node, int | float) else None
 
 
-def load_trials(run_dir: Path, metric: str) -> list[dict]:
+def load_trials(run_dir: Path, metric: str, selection: str | None = None) -> list[dict]:
+    """One row per trial: test ``metric`` (reported) and validation ``selection`` metric (chooses;
+    default: the same metric)."""
+    selection = selection or metric
     trials_dir = run_dir / "trials"
     if not trials_dir.is_dir():
         raise UserError("not a lorasweep run directory (no trials/ folder)", str(run_dir))
@@ -50,10 +53,10 @@ def load_trials(run_dir: Path, metric: str) -> list[dict]:
                 "state": state,
                 "value": _display(metric_value(metrics, metric), metric) if state == "completed" else None,
                 "heldout_loss": metric_value(metrics, f"{task}.heldout_loss"),
-                "val_value": _display(metric_value(metrics, f"validation.{metric}"), metric)
+                "val_value": _display(metric_value(metrics, f"validation.{selection}"), selection)
                 if state == "completed"
                 else None,
-                "val_loss": metric_value(metrics, f"validation.{task}.heldout_loss"),
+                "val_loss": metric_value(metrics, f"validation.{selection.split('.')[0]}.heldout_loss"),
                 "steps": status.get("steps"),
                 "tokens": metrics.get("train", {}).get("input_tokens"),
                 "diverged_at": status.get("diverged_at"),

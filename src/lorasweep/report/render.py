@@ -23,7 +23,7 @@ def _fmt(v: float | None) -> str:
 def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
     """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
     from lorasweep.study import report_metrics
-    from lorasweep.sweep.trial import validation_source
+    from lorasweep.sweep.trial import selection_metric, validation_source
 
     metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
     out = run_dir / "report"
@@ -34,7 +34,7 @@ def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = No
         f"# lorasweep report: {run_dir.name}",
         "",
         f"Every choice (the LR of each batch size, the best batch size) was made on **validation** rows "
-        f"({validation_source(cfg)}, {cfg.eval.selection.num_examples or 'all'} rows, metric `{cfg.report.metric}`); "
+        f"({validation_source(cfg)}, {cfg.eval.selection.num_examples or 'all'} rows, metric `{selection_metric(cfg)}`); "
         f"every number below is measured on **test** rows, which no choice saw. Brackets are {level} "
         f"bootstrap intervals over test items and seeds ({cfg.report.bootstrap} resamples); comparisons are "
         "paired over test items.",

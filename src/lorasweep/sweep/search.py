@@ -102,7 +102,9 @@ def disk_lrs(run_dir: Path, method: str, batch: int) -> list[float]:
 
 def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
     """The bracketed search's state of every (method, batch size), batch sizes in ascending order."""
-    br, metric = cfg.train.bracket, cfg.report.metric
+    from lorasweep.sweep.trial import selection_metric
+
+    br, metric = cfg.train.bracket, selection_metric(cfg)
     out = []
     for m in cfg.adapter.methods:
         anchor = start_lr(cfg, m)
@@ -174,7 +176,8 @@ def run_rounds(
         if cfg.train.lr_search == "bracket":
             log(f"search round {rounds}: {len(todo)} trial(s)")
         attempted.update(t.id for t in todo)
-        run_trials(todo)
+        # finished ones included: the backend skips them and counts them in its progress line
+        run_trials([t for t in needed if t in todo or t.id not in attempted])
 
 
 def describe_cells(cfg: StudyConfig, run_dir: Path) -> list[str]:

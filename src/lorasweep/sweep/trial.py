@@ -88,7 +88,12 @@ def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
 
 
 def selection_task(cfg: StudyConfig) -> str:
-    return cfg.report.metric.split(".")[0]
+    return selection_metric(cfg).split(".")[0]
+
+
+def selection_metric(cfg: StudyConfig) -> str:
+    """The metric every choice maximises, on validation rows."""
+    return cfg.eval.selection.metric or cfg.report.metric
 
 
 def validation_source(cfg: StudyConfig) -> str:

@@ -135,7 +135,9 @@ def train(
     total = per_epoch * spec.epochs
     warmup = schedule.warmup_steps(total, spec.warmup_ratio)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    # foreach: one multi-tensor update per step instead of a Python loop over the adapter's many small
+    # tensors (CUDA's default already); the same arithmetic, bit-identical results, less per-step overhead.
+    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     optimizer = accelerator.prepare_optimizer(optimizer)
     lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
     result = TrainResult("completed", total, warmup_steps=warmup, split=split)
