@@ -165,7 +165,3 @@ def _nb(spec: SearchSpec, at: dict[int, Score], j: int) -> tuple[float | None, f
     upper = [k for k in at if k > j]
     return (spec.lr(max(lower)) if lower else None, spec.lr(min(upper)) if upper else None)
 
-
-def needed_trials(decisions: dict, seeds: list[int]) -> list[tuple]:
-    """(cell key, lr, seed) for every LR the cells still need, all seeds each."""
-    return [(key, lr, s) for key, d in decisions.items() for lr in d.needed for s in seeds]

@@ -17,7 +17,7 @@ from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.sweep import bracket
 from lorasweep.sweep.grid import Trial, expand
-from lorasweep.sweep.local import trial_dir
+from lorasweep.sweep.local import existing_trials, trial_dir
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,7 @@ def lr_scores(run_dir: Path, method: str, batch: int, lrs, seeds: list[int], met
 
 def disk_lrs(run_dir: Path, method: str, batch: int) -> list[float]:
     """LRs with a trial directory for (method, batch), from their config files."""
-    out = set()
-    trials = run_dir / "trials"
-    if not trials.is_dir():
-        return []
-    prefix = f"{method}-b{batch}-lr"
-    for d in trials.iterdir():
-        if d.name.startswith(prefix) and (d / "config.json").exists():
-            t = results.read_json(d / "config.json")["trial"]
-            if t["method"] == method and t["batch_size"] == batch:
-                out.add(float(t["lr"]))
-    return sorted(out)
+    return sorted({t.lr for t in existing_trials(run_dir) if t.method == method and t.batch_size == batch})
 
 
 def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
