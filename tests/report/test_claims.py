@@ -86,3 +86,20 @@ def test_candidates_come_from_validation_not_test():
     c[16] = cell(0.9, 99, val=10.0)
     out = claims.batch_spread({"lora": c}, 10.0, diff)
     assert out.numbers["lora"]["best_batch"] == 4 and out.numbers["lora"]["worst_batch"] == 16
+
+
+def test_a_best_batch_size_at_the_end_of_the_grid_is_said_in_the_same_sentence():
+    falling = {
+        "lora": curve([0.9, 0.8, 0.7, 0.6, 0.5, 0.1], seed=5),
+        "pissa": curve([0.5, 0.6, 0.7, 0.8, 0.85, 0.9], seed=6),
+    }
+    for c in (claims.batch_spread(falling, 10, diff), claims.collapse(falling, 10, diff)):
+        lora = next(e for e in c.evidence if e.startswith("lora"))
+        assert "B=4 is the smallest batch size searched" in lora
+    spread = claims.batch_spread(falling, 10, diff)
+    pissa = next(e for e in spread.evidence if e.startswith("pissa"))
+    assert "B=128 is the largest batch size searched" in pissa
+    b = claims.lora_matches(falling, 3, diff)
+    assert "smallest" in b.evidence[0] and "largest" in b.evidence[0]
+    interior = {"lora": curve([0.5, 0.9, 0.6, 0.5, 0.4, 0.3], seed=7)}
+    assert "searched" not in claims.batch_spread(interior, 10, diff).evidence[0]

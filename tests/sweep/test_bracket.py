@@ -124,3 +124,28 @@ def test_search_finds_the_lattice_point_nearest_the_optimum(at):
     nearest = min(grid, key=lambda lr: abs(math.log10(lr) - math.log10(at)))
     assert d.best == nearest
     assert d.bracketed == (SPEC.min_lr < nearest < SPEC.max_lr)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [peak(3e-3), peak(2e-4), peak(1.0, cliff=5e-3), lambda lr: DIVERGED, lambda lr: (0.0, -1.0)],
+    ids=["inside", "low", "cliff", "diverged", "flat"],
+)
+def test_extra_observations_never_change_the_answer(objective):
+    """A dense grid on disk (e.g. a grid run into the same directory) is not absorbed by the search:
+    it decides exactly what it decided alone, from only the LRs it would have asked for."""
+    alone, _ = search(SPEC, objective)
+    dense = {SPEC.lr(j): objective(SPEC.lr(j)) for j in range(-12, 13) if SPEC.inside(j)}
+    assert decide(SPEC, dense) == alone
+
+
+def test_a_bumpy_objective_with_a_dense_grid_keeps_the_local_bracket():
+    """Round 1 brackets a local optimum; a better LR far away on disk must not be taken."""
+
+    def bumpy(lr: float):
+        return (1.0 if lr == 1e-3 else 0.5 if lr < 0.05 else 2.0, 0.0)
+
+    alone, _ = search(SPEC, bumpy)
+    assert alone.best == 1e-3 and alone.bracketed
+    dense = {SPEC.lr(j): bumpy(SPEC.lr(j)) for j in range(-12, 13) if SPEC.inside(j)}
+    assert decide(SPEC, dense).best == 1e-3

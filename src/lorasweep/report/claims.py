@@ -49,6 +49,15 @@ def _worst_batch(curve: dict[int, TunedCell]) -> int:
     return min(curve, key=lambda b: (curve[b].validation, b))
 
 
+def edge_note(batch: int, searched) -> str:
+    """Said in the same sentence as a best batch size that is an end of the searched grid."""
+    if len(searched) > 1 and batch == min(searched):
+        return f" (B={batch} is the smallest batch size searched: a smaller one may do better)"
+    if len(searched) > 1 and batch == max(searched):
+        return f" (B={batch} is the largest batch size searched: a larger one may do better)"
+    return ""
+
+
 def batch_spread(curves: Curves, threshold: float, diff: Diff) -> Claim:
     """(a) Batch size alone (LR tuned per batch size) moves accuracy by more than ``threshold``."""
     c = Claim(
@@ -63,7 +72,10 @@ def batch_spread(curves: Curves, threshold: float, diff: Diff) -> Claim:
         hi, lo = _best_batch(curve), _worst_batch(curve)
         d = diff(curve[hi].test, curve[lo].test)
         c.numbers[m] = {"best_batch": hi, "worst_batch": lo, "difference": d.as_dict()}
-        c.evidence.append(f"{m}: B={hi} vs B={lo} (best vs worst on validation): {d.fmt()} points on test")
+        c.evidence.append(
+            f"{m}: B={hi} vs B={lo} (best vs worst on validation): {d.fmt()} points on test"
+            + edge_note(hi, curve)
+        )
         any_above |= d.lo > threshold
         # contradicted needs every pair of batch sizes within the threshold (intersection-union test)
         pairs = [diff(curve[a].test, curve[b].test) for a, b in itertools.combinations(sorted(curve), 2)]
@@ -81,14 +93,19 @@ def lora_matches(curves: Curves, margin: float, diff: Diff, reference: str = "lo
         c.verdict = NOT_APPLICABLE
         c.evidence.append(f"needs {reference!r} and at least one other method")
         return c
-    best = {m: curve[_best_batch(curve)] for m, curve in curves.items() if curve}
+    top = {m: _best_batch(curve) for m, curve in curves.items() if curve}
+    best = {m: curves[m][b] for m, b in top.items()}
     verdicts = []
     for m in curves:
         if m == reference:
             continue
         d = diff(best[reference].test, best[m].test)
         c.numbers[m] = {"difference": d.as_dict()}
-        c.evidence.append(f"{reference} - {m} at each one's best (B, LR) on validation: {d.fmt()} points")
+        c.evidence.append(
+            f"{reference} (B={top[reference]}) - {m} (B={top[m]}), each at its best (B, LR) on "
+            f"validation: {d.fmt()} points"
+            + "".join(sorted({edge_note(top[k], curves[k]) for k in (reference, m)}))
+        )
         verdicts.append(SUPPORTED if d.lo > -margin else CONTRADICTED if d.hi < -margin else INCONCLUSIVE)
     c.verdict = (
         CONTRADICTED
@@ -163,7 +180,9 @@ def collapse(curves: Curves, points: float, diff: Diff) -> Claim:
         top, largest = _best_batch(curve), max(curve)
         d = diff(curve[top].test, curve[largest].test)
         c.numbers[m] = {"best_batch": top, "largest_batch": largest, "drop": d.as_dict()}
-        c.evidence.append(f"{m}: B={top} (best on validation) - B={largest}: {d.fmt()} points")
+        c.evidence.append(
+            f"{m}: B={top} (best on validation) - B={largest}: {d.fmt()} points" + edge_note(top, curve)
+        )
         verdicts.append(SUPPORTED if d.lo > points else CONTRADICTED if d.hi < points else INCONCLUSIVE)
     c.verdict = (
         SUPPORTED

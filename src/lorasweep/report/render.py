@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lorasweep import results
 from lorasweep.config import StudyConfig
-from lorasweep.report import figures, summary, tuned
+from lorasweep.report import claims, figures, summary, tuned
 from lorasweep.report.load import unit
 
 
@@ -143,7 +143,12 @@ def _reference_table(res: tuned.StudyResults) -> list[str]:
         ref_txt = ref.estimate.fmt() if ref is not None and ref.estimate is not None else "—"
         cands = [t for (mm, _), t in res.tuned.items() if mm == m and t.estimate is not None and t.best.cell]
         top = max(cands, key=lambda t: (t.best.cell.val_mean or 0.0, -t.best.batch_size), default=None)
-        top_txt = f"{top.estimate.fmt()} (B={top.best.batch_size}, {top.best.lr:g})" if top else "—"
+        top_txt = (
+            f"{top.estimate.fmt()} (B={top.best.batch_size}, {top.best.lr:g})"
+            + claims.edge_note(top.best.batch_size, res.batches)
+            if top
+            else "—"
+        )
         lines.append(f"| {m} | {ref_txt} | {top_txt} |")
     lines += ["", "Which method ranks where, with paired intervals: claim (e) above."]
     return lines

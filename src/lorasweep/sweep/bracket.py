@@ -87,81 +87,100 @@ def _key(score: Score) -> tuple:
 
 
 def decide(spec: SearchSpec, observed: dict[float, Score]) -> Decision:
-    """The next step of the search given the scores observed so far (by LR)."""
+    """The next step of the search given the scores observed so far (by LR).
+
+    The search is replayed from round 1, taking from ``observed`` only the LRs it would itself have
+    asked for, in the order it would have asked; any other observation (a grid run into the same
+    directory, a neighbouring cell's trial) is ignored, so extra trials on disk never change an answer.
+    """
     first = [j for j in (-2, 0, 2) if spec.inside(j)]
     if not first:
         return Decision((), True, None, False, "no LR of the lattice lies inside [min_lr, max_lr]", ())
-    at: dict[int, Score] = {}
-    for j in first:  # round 1, then the contiguous walk from it: other observations are ignored
-        if spec.lr(j) in observed:
-            at[j] = observed[spec.lr(j)]
-    missing = [spec.lr(j) for j in first if j not in at]
-    if not missing:
-        for step in (2, -2):
-            j = max(at) + 2 if step > 0 else min(at) - 2
-            while spec.lr(j) in observed and spec.inside(j):
-                at[j] = observed[spec.lr(j)]
-                j += step
-    coarse = sorted(at)
-    for j in coarse:  # the refinement points between walked coarse points
-        for r in (j - 1, j + 1):
-            if spec.lr(r) in observed and r - 1 in at and r + 1 in at:
-                at[r] = observed[spec.lr(r)]
-    searched = tuple(sorted(spec.lr(j) for j in at))
+    at: dict[int, Score] = {j: observed[spec.lr(j)] for j in first if spec.lr(j) in observed}
 
     def result(needed=(), done=False, best=None, bracketed=False, reason="", jb=None):
         nb = _nb(spec, at, jb) if jb is not None else (None, None)
+        searched = tuple(sorted(spec.lr(j) for j in at))
         return Decision(tuple(needed), done, best, bracketed, reason, searched, nb)
 
-    failed = [spec.lr(j) for j in sorted(at) if at[j] == FAILED]
-    if failed:
-        return result(reason=f"blocked: the trial at LR {failed[0]:g} failed (re-run to retry)")
+    def blocked() -> Decision | None:
+        failed = [spec.lr(j) for j in sorted(at) if at[j] == FAILED]
+        if failed:
+            return result(reason=f"blocked: the trial at LR {failed[0]:g} failed (re-run to retry)")
+        return None
+
+    if stop := blocked():
+        return stop
+    missing = [spec.lr(j) for j in first if j not in at]
     if missing:
         return result(needed=missing, reason="in progress")
-    lo, hi = min(coarse), max(coarse)
+    while True:  # the coarse walk: one step per round toward the better side
+        nxt, why = _next_coarse(spec, at)
+        if nxt is None:
+            break
+        if spec.lr(nxt) not in observed:
+            return result(needed=[spec.lr(nxt)], reason=why)
+        at[nxt] = observed[spec.lr(nxt)]
+        if stop := blocked():
+            return stop
+    coarse = sorted(at)
     keys = {j: _key(at[j]) for j in coarse}
     if all(at[j] == DIVERGED for j in coarse):
-        if spec.inside(lo - 2) and len(at) < spec.max_points:
-            return result(needed=[spec.lr(lo - 2)], reason="in progress (every LR so far diverged)")
         return result(done=True, reason="every searched LR diverged")
     if len(set(keys.values())) == 1:
         mid = coarse[len(coarse) // 2]
         return result(done=True, best=spec.lr(mid), reason="flat: every searched LR scored the same", jb=mid)
     jb = max(coarse, key=lambda j: (keys[j], -j))  # ties: the lower LR
-    for edge, step, name, bound in ((hi, 2, "upper", spec.max_lr), (lo, -2, "lower", spec.min_lr)):
+    for edge, step, name, bound in (
+        (coarse[-1], 2, "upper", spec.max_lr),
+        (coarse[0], -2, "lower", spec.min_lr),
+    ):
         if jb != edge:
             continue
         if not spec.inside(edge + step):
             why = f"best at the {name} bound {bound:g}: the optimum may lie beyond it"
-            return result(done=True, best=spec.lr(jb), reason=why, jb=jb)
-        if len(at) >= spec.max_points:
+        else:
             why = f"point limit {spec.max_points} reached with the best at the {name} edge"
-            return result(done=True, best=spec.lr(jb), reason=why, jb=jb)
-        return result(needed=[spec.lr(edge + step)], reason=f"in progress (stepping {name})")
+        return result(done=True, best=spec.lr(jb), reason=why, jb=jb)
     below, above = at[jb - 2], at[jb + 2]  # both worse than the best: bracketed
     why = "bracketed"
     if DIVERGED in (below, above):
         why += f" ({'upper' if above == DIVERGED else 'lower'} neighbour diverged)"
     if spec.refine:
         jr = jb + (1 if _key(above) > _key(below) else -1)  # toward the better neighbour (tie: lower)
-        if jr not in at:
-            if spec.lr(jr) in observed:
-                at[jr] = observed[spec.lr(jr)]
-                searched = tuple(sorted(spec.lr(j) for j in at))
-            elif len(at) >= spec.max_points:
-                why += "; point limit reached before refining"
-            else:
-                return result(needed=[spec.lr(jr)], reason="in progress (refining)")
-        if jr in at:
-            if at[jr] == FAILED:
-                return result(reason=f"blocked: the trial at LR {spec.lr(jr):g} failed (re-run to retry)")
+        if spec.lr(jr) in observed:
+            at[jr] = observed[spec.lr(jr)]
+            if stop := blocked():
+                return stop
             why += ", refined"
+        elif len(at) >= spec.max_points:
+            why += "; point limit reached before refining"
+        else:
+            return result(needed=[spec.lr(jr)], reason="in progress (refining)")
     jbest = max(at, key=lambda j: (_key(at[j]), -j))
     return result(done=True, best=spec.lr(jbest), bracketed=True, reason=why, jb=jbest)
+
+
+def _next_coarse(spec: SearchSpec, at: dict[int, Score]) -> tuple[int | None, str]:
+    """The coarse point the search evaluates next, or None when the walk is over."""
+    coarse = sorted(at)
+    lo, hi = coarse[0], coarse[-1]
+    if len(at) >= spec.max_points:
+        return None, ""
+    if all(at[j] == DIVERGED for j in coarse):
+        return (lo - 2, "in progress (every LR so far diverged)") if spec.inside(lo - 2) else (None, "")
+    keys = {j: _key(at[j]) for j in coarse}
+    if len(set(keys.values())) == 1:
+        return None, ""
+    jb = max(coarse, key=lambda j: (keys[j], -j))
+    if jb == hi and spec.inside(hi + 2):
+        return hi + 2, "in progress (stepping upper)"
+    if jb == lo and spec.inside(lo - 2):
+        return lo - 2, "in progress (stepping lower)"
+    return None, ""
 
 
 def _nb(spec: SearchSpec, at: dict[int, Score], j: int) -> tuple[float | None, float | None]:
     lower = [k for k in at if k < j]
     upper = [k for k in at if k > j]
     return (spec.lr(max(lower)) if lower else None, spec.lr(min(upper)) if upper else None)
-
