@@ -16,7 +16,13 @@ def test_is_a_regular_model_folder():
     names = {p.name for p in ASSET_DIR.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
     assert AutoConfig.from_pretrained(ASSET_DIR).model_type == "llama"
-    assert AutoModelForCausalLM.from_pretrained(ASSET_DIR) is not None
+    plain, info = AutoModelForCausalLM.from_pretrained(ASSET_DIR, output_loading_info=True)
+    # every weight comes from the file: nothing left at its random init, nothing in the file unused
+    assert {k: v for k, v in info.items() if v} == {}
+    ours, _ = models.load_base("builtin:tinyworld")  # lorasweep's loader sees the same model
+    ids = torch.tensor([[1, 20, 30, 40, 50]])
+    with torch.no_grad():
+        assert torch.equal(plain(input_ids=ids).logits, ours(input_ids=ids).logits)
     tok = AutoTokenizer.from_pretrained(ASSET_DIR)
     text = "Tom has 12 apples.\n#### 12"
     assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text

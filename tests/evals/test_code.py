@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from lorasweep.errors import UserError
-from lorasweep.evals import code
+from lorasweep.evals import code, registry, sandbox
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BODY = "    return a + b\n"
@@ -78,16 +79,32 @@ def test_load_humaneval(humaneval):
     )
 
 
-def test_humaneval_canonical_solutions_all_pass(humaneval):
+def test_humaneval_canonical_solutions_all_pass(humaneval, monkeypatch):
+    calls, running, peak, lock = [0], [0], [0], threading.Lock()
+    real_run = sandbox.run
+
+    def counted_run(program, limits):
+        with lock:
+            calls[0] += 1
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real_run(program, limits)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    sandbox.capabilities()  # its cached probe run is not one of the 164
+    monkeypatch.setattr(sandbox, "run", counted_run)
     start = time.monotonic()
     items, metrics = code.HumanEvalEvaluator(workers=2).score(
         humaneval, [r["canonical_solution"] for r in humaneval]
     )
-    seconds = time.monotonic() - start
-    print(f"164 HumanEval canonical solutions: {seconds:.1f} s with 2 workers")
+    print(f"164 HumanEval canonical solutions: {time.monotonic() - start:.1f} s with 2 workers")
     assert [i["task_id"] for i in items if not i["passed"]] == []
     assert metrics["pass@1"] == 1.0 and metrics["n"] == 164 and metrics["statuses"] == {"passed": 164}
-    assert seconds < 60
+    # each program ran once, two at a time: the worker count is honoured (neither serial nor unbounded)
+    assert calls[0] == 164 and peak[0] == 2
 
 
 def test_humaneval_wrong_completions_all_fail(humaneval):
@@ -170,8 +187,18 @@ def test_samples_must_match_rows(mbpp):
         code.MbppEvaluator().score_samples(mbpp, [(2, "x = 1")])
 
 
-def test_evaluator_names():
-    assert (code.HumanEvalEvaluator().name, code.MbppEvaluator().name) == ("humaneval", "mbpp")
+@pytest.mark.parametrize("task", ["humaneval", "mbpp"])
+def test_registry_task_passes_its_own_reference_response(task, humaneval, mbpp):
+    """The registry wires each code task to its own program builder, and the reference response that
+    held-out loss is computed on is itself a passing completion."""
+    spec = registry.get(task)
+    rows = humaneval[:20] if task == "humaneval" else mbpp
+    items, metrics = spec.scorer.score(rows, [spec.reference(r) for r in rows])
+    assert metrics["pass@1"] == 1.0, [(i["task_id"], i["stderr"]) for i in items if not i["passed"]]
+    assert set(spec.metrics) <= set(metrics)  # the names the report reads are the names produced
+    # the model is shown the stub to complete (HumanEval) or the task and the tests to pass (MBPP)
+    shown = [rows[0]["prompt"]] if task == "humaneval" else [rows[0]["text"], *rows[0]["test_list"]]
+    assert all(s in spec.prompt(rows[0]) for s in shown)
 
 
 @pytest.mark.parametrize(

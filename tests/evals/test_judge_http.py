@@ -13,6 +13,7 @@ import pytest
 
 from lorasweep.errors import UserError
 from lorasweep.evals import mtbench
+from lorasweep.evals.judge import openai_compatible
 from lorasweep.evals.judge.cache import JudgmentCache
 from lorasweep.models import load_base
 from lorasweep.results import read_jsonl, write_jsonl
@@ -144,19 +145,36 @@ def test_partial_failure_rerun_fills_exactly_the_missing(srv, run_dir):
     assert_recovers(srv, run_dir, missing=2)
 
 
-def test_retry_after_is_honoured(srv, run_dir):
-    srv.fail("429", times=1, retry_after=1)
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The judge's back-off sleeps, recorded instead of slept: asserted exactly, and no test waits."""
+    recorded: list[float] = []
+
+    class Clock:
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            recorded.append(seconds)
+
+    monkeypatch.setattr(openai_compatible, "time", Clock())
+    return recorded
+
+
+def test_retry_after_is_honoured(srv, run_dir, waits):
+    srv.fail("429", times=1, retry_after=30)
     mtbench.judge_generations(run_dir, cfg(srv, concurrency=1))
     assert srv.count == N + 1
-    assert srv.log[1]["time"] - srv.log[0]["time"] >= 0.95  # base delay is 5 ms: the header ruled
+    assert waits == [30.0]  # base delay is 5 ms: the header ruled
 
 
-def test_backoff_without_retry_after_is_exponential(srv, run_dir):
+def test_backoff_without_retry_after_is_exponential(srv, run_dir, waits):
     srv.fail("429", times=3)
     mtbench.judge_generations(run_dir, cfg(srv, concurrency=1, max_retries=3, retry_base_s=0.05))
-    gaps = [b["time"] - a["time"] for a, b in zip(srv.log[:3], srv.log[1:4], strict=True)]
-    for gap, floor in zip(gaps, (0.05, 0.1, 0.2), strict=True):
-        assert floor <= gap < floor * 1.25 + 0.15
+    assert srv.count == N + 3 and len(waits) == 3
+    for wait, floor in zip(waits, (0.05, 0.1, 0.2), strict=True):
+        assert floor <= wait <= floor * 1.25  # base x 2^attempt, plus up to 25 % jitter
     assert all(j["status"] == "ok" for j in judgments(run_dir))
 
 

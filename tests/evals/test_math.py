@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lorasweep.evals import math as m
+from lorasweep.evals import registry
 
 # --- extraction: completion -> (paper, boxed, minerva) ---------------------------------------------
 
@@ -187,13 +188,14 @@ COMPLETIONS = [
 
 def test_evaluator_scores_rows_in_the_math_schema():
     pytest.importorskip("math_verify")
-    evaluator = m.MathEvaluator()
-    assert (evaluator.name, evaluator.prompt_field) == ("math", "problem")
-    items, metrics = evaluator.score(ROWS, COMPLETIONS)
+    task = registry.get("math")  # the path a trial takes: prompt and scorer from the registry
+    assert task.prompt(ROWS[1]) == "Compute $2+2$."
+    items, metrics = task.scorer.score(ROWS, COMPLETIONS)
     assert [it["task_id"] for it in items] == [0, 1, 2, 3]
     assert [it["gold"] for it in items] == ["\\frac{1}{2}", "4", "\\text{(C)}", "90^\\circ"]
     assert items[1]["completion"] == COMPLETIONS[1]
     assert metrics == {"paper": 0.25, "boxed": 0.25, "minerva": 0.25, "math_verify": 0.75, "n": 4}
+    assert set(task.metrics) <= set(metrics)  # the names the report reads are the names produced
 
 
 def test_evaluator_rejects_mismatched_lengths_and_empty_input():

@@ -14,7 +14,7 @@ from lorasweep import results
 from lorasweep.errors import UserError
 from lorasweep.evals import mtbench
 from lorasweep.evals.generate import generate
-from lorasweep.evals.judge.prompts import PROMPT_VERSION, build_messages
+from lorasweep.evals.judge.prompts import build_messages
 from lorasweep.evals.pipeline import GenerationSettings
 from lorasweep.models import load_base
 from lorasweep.report.load import load_trials
@@ -127,7 +127,28 @@ def test_judge_prompts_follow_the_rubric():
     assert all(s in second for s in ("SECOND", "What is 2+2?", "And 3+3?", "4", "6", "four", "six"))
     writing_ref = build_messages(turns, answers, 1, "writing", ["ignored"])[1]["content"]
     assert "ignored" not in writing_ref  # references are for math/reasoning/coding only
-    assert PROMPT_VERSION
+
+
+def test_changed_judge_prompt_or_version_is_judged_again(server, tmp_path, monkeypatch):
+    """A cached judgment is reused only for the same prompt version and the same words shown."""
+    from lorasweep.evals.judge import prompts, stage
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    records = [{**q, "answers": ["A one.", "A two."]} for q in mtbench.load_questions(FIXTURE)[:2]]
+    results.write_jsonl(tmp_path / mtbench.GENERATIONS, records)
+    before = server.count
+    for _ in range(2):
+        mtbench.judge_generations(tmp_path, judge_cfg(server.url))
+    assert server.count - before == 4  # 2 questions x 2 turns, the second run from the cache
+    monkeypatch.setattr(stage, "PROMPT_VERSION", "test-version-2")
+    mtbench.judge_generations(tmp_path, judge_cfg(server.url))
+    assert server.count - before == 8
+    judged = results.read_jsonl(tmp_path / mtbench.JUDGMENTS)
+    assert {j["prompt_version"] for j in judged} == {"test-version-2"}
+    assert not any(j["cached"] for j in judged)
+    monkeypatch.setattr(prompts, "SYSTEM", prompts.SYSTEM + " Be brief.")  # same version, other words
+    mtbench.judge_generations(tmp_path, judge_cfg(server.url))
+    assert server.count - before == 12
 
 
 # ---------------------------------------------------------------- aggregate
@@ -239,21 +260,10 @@ def test_bad_judge_config_fails_before_generating(tiny, tmp_path, monkeypatch):
 
 
 def test_task_entry_runs_through_the_pipeline(tiny, server, tmp_path, monkeypatch):
-    """The registry entry (the one proposed here until mtbench is registered) drives ``evaluate``."""
+    """The registered mtbench task drives ``evaluate``: row checks, two turns, judge, every metric."""
     from lorasweep.evals import registry
     from lorasweep.evals.pipeline import evaluate
 
-    proposed = registry.Task(
-        "mtbench",
-        scorer=None,
-        prompt=lambda row: mtbench.normalise(row)["turns"][0],
-        reference=None,
-        default_data="builtin:mtbench",
-        metrics=("score", "turn_1", "turn_2", "partial_score", "n_unparseable", "n_failed"),
-        gold=mtbench.normalise,
-        run=mtbench.run_mtbench,
-    )
-    monkeypatch.setitem(registry.EVALUATORS, "mtbench", registry.EVALUATORS.get("mtbench", proposed))
     monkeypatch.setenv(KEY_ENV, KEY)
     model, tok = tiny
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()[:2]]
@@ -265,6 +275,8 @@ def test_task_entry_runs_through_the_pipeline(tiny, server, tmp_path, monkeypatc
     metrics = evaluate("mtbench", model, tok, rows, SETTINGS, tmp_path, {"judge": judge_cfg(server.url)})
     assert metrics["n_scored"] == 4 and metrics["score"] is not None
     assert metrics["protocol"]["template"] == "plain"
+    assert set(spec.metrics) <= set(metrics)  # the names the report reads are the names produced
+    assert spec.reference is None and not spec.percent  # no held-out loss; 1-10 scores, not fractions
 
 
 def test_lorasweep_run_puts_mtbench_in_the_report(server, tmp_path, monkeypatch, capsys):

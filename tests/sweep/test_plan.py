@@ -16,7 +16,7 @@ def test_plan_on_the_paper_preset(capsys, monkeypatch):
     assert r[1:6] == ["4", "x", "32", "x", "1"]
     assert r[6:9] == ["781", "24", "99968"]
     b4 = rows["pissa-b4-lr0.001-s0"]
-    assert b4[6:8] == ["25000", "750"]  # REFERENCE.md §2: one epoch = 25,000 steps at B=4
+    assert b4[6:8] == ["25000", "750"]  # docs/method.md, Paper-scale recipe: 25,000 steps at B=4
     b512 = rows["milora-b512-lr1e-06-s0"]
     assert b512[6:8] == ["195", "6"]  # ~196 steps at B=512, 3 % warmup = 6 steps
     assert "batch 512 drops the last 160 example(s)" in out

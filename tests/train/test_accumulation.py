@@ -1,4 +1,4 @@
-"""Gradient accumulation is exact: micro 2 x accumulation 4 == one batch of 8 (REFERENCE.md §4)."""
+"""Gradient accumulation is exact: micro 2 x accumulation 4 == one batch of 8 (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Data parallelism is exact: 2 real processes (gloo) x micro 2 x accumulation 2 == one process, batch 8.
 
-REFERENCE.md section 4: effective batch = micro x accumulation x world, and the loss is normalised by
+docs/method.md, Batch semantics: effective batch = micro x accumulation x world, and the loss is normalised by
 the label tokens of the whole step across processes.  ``ddp_worker.py`` is launched with ``torchrun``
 (two CPU processes, one thread each); the same functions run here with world 1 as the reference.
 """

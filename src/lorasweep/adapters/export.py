@@ -2,7 +2,7 @@
 
 A trained SVD-initialised adapter is only valid on its residual base W_res = W - s·B0·A0.  On the
 original W the same function is W + s·(B·A - B0·A0) = W + s·[B, -B0]·[A; A0]: a plain LoRA of rank 2r
-(REFERENCE.md §3; PEFT does this for PiSSA with ``path_initial_model_for_weight_conversion``; this
+(arXiv 2404.02948; PEFT does this for PiSSA with ``path_initial_model_for_weight_conversion``; this
 version works for any SVD initialisation, MiLoRA included).
 """
 

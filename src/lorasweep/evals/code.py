@@ -1,4 +1,4 @@
-"""HumanEval and MBPP: completion post-processing, test programs, unbiased pass@k (REFERENCE.md §6).
+"""HumanEval and MBPP: completion post-processing, test programs, unbiased pass@k (docs/method.md).
 
 - Post-processing follows the PiSSA/MetaMath-style code eval: the first fenced block (```python first,
   else any ```), cut at the first top-level ``if __name__``, ``# Example usage``, ``# Test...``,

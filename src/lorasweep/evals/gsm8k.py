@@ -1,4 +1,4 @@
-"""GSM8K answer extraction and scoring: named protocols, reported side by side (REFERENCE.md §6).
+"""GSM8K answer extraction and scoring: named protocols, side by side (docs/method.md, Evaluation protocols).
 
 - ``strict``   lm-evaluation-harness ``strict-match``: the first ``#### N``.
 - ``flexible`` lm-evaluation-harness ``flexible-extract``: the last number anywhere in the text.

@@ -1,4 +1,4 @@
-"""MATH answer extraction and scoring: named protocols, reported side by side (REFERENCE.md §6).
+"""MATH answer extraction and scoring: named protocols, side by side (docs/method.md, Evaluation protocols).
 
 Protocols (each extracts an answer string, ``None`` when there is none, and judges it):
 

@@ -1,7 +1,7 @@
 """The local sweep backend: worker processes on this machine (or the current process).
 
 Two workers x one torch thread is the default: on the 2-core reference machine it measured ~20 %
-faster than one worker with two threads (REFERENCE.md §7).  Re-running resumes: trials whose status is
+faster than one worker with two threads (docs/method.md).  Re-running resumes: trials whose status is
 terminal (completed, diverged) are skipped; anything else starts again from scratch.  Workers exit if
 the runner dies, so a killed sweep never leaves a worker finishing a trial behind a restarted one.
 """

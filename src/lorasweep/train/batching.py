@@ -1,4 +1,4 @@
-"""Batch semantics, the variable under study (REFERENCE.md §4).
+"""Batch semantics, the variable under study (docs/method.md, Batch semantics and loss normalisation).
 
 effective batch = micro-batch x accumulation steps x world size, always exactly: the split is derived
 from a maximum micro-batch and asserted, never floored or clamped.  Example order depends only on the

@@ -2,7 +2,7 @@
 
 Covered: the mixed-precision mode handed to ``accelerate`` (bf16 autocast on CUDA devices that support
 it, fp16 autocast with loss scaling on older ones, none on CPU, where bf16 runs 20-40x slower on an
-AVX2-only machine, REFERENCE.md section 7); TF32 matmuls on CUDA; whether this process is the one
+AVX2-only machine, docs/method.md, CPU defaults); TF32 matmuls on CUDA; whether this process is the one
 that writes results; peak memory of a trial.  Everything is a no-op on CPU.
 
 Not covered: device placement itself (``accelerator.device``, handed to ``models.load_base``), FSDP or

@@ -2,7 +2,7 @@
 
 Per optimizer step: the step's examples are split into micro-batches (``batching.py``); the loss is the
 *sum* of token losses over all micro-batches of the step divided by the number of label tokens in the
-whole step, across processes (REFERENCE.md §4; the late-2024 transformers fix).  Dividing per micro-batch
+whole step, across processes (docs/method.md, Batch semantics).  Dividing per micro-batch
 instead would weight short and long examples differently as the split changes.
 """
 
