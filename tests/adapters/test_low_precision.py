@@ -19,8 +19,8 @@ TINY = "builtin:tinyworld"
 RESIDUAL = ("pissa", "milora", "olora")
 
 
-def spec(rank: int = 8, alpha: float = 16.0) -> AdapterSpec:
-    return AdapterSpec(rank=rank, alpha=alpha, dropout=0.0, target_modules=TARGETS, seed=0)
+def spec(rank: int = 8, alpha: float = 16.0, autocast: bool = False) -> AdapterSpec:
+    return AdapterSpec(rank=rank, alpha=alpha, dropout=0.0, target_modules=TARGETS, seed=0, autocast=autocast)
 
 
 @torch.no_grad()
@@ -48,6 +48,15 @@ def test_bf16_model_at_init_is_the_bf16_base(tiny, method):
     out = logits(model, x)
     assert deviation(out, ref32) <= 1.5 * deviation(ref16, ref32)
     assert torch.equal(out, ref16)  # the correction cancels the initial adapter term exactly
+
+
+@pytest.mark.parametrize("method", RESIDUAL)
+def test_fp32_model_under_bf16_autocast_at_init_is_the_base_under_autocast(tiny, method):
+    x = tiny[0]
+    base = models.load_base(TINY, "float32")[0]
+    model = attach(method, copy.deepcopy(base), spec(autocast=True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what CUDA mixed precision does to every matmul
+        assert torch.equal(logits(model, x), logits(base, x))
 
 
 def minor_part(w: torch.Tensor, rank: int) -> torch.Tensor:
@@ -96,19 +105,15 @@ def test_bf16_merge_rounds_once_from_fp32():
         assert torch.equal(merged.get_submodule(name).weight, w), name
 
 
-@pytest.fixture
-def correction_in_fp64(monkeypatch):
-    """The bf16 construction, run in fp64 so that its merge and export can be checked to 1e-10."""
-    monkeypatch.setattr(residual, "LOW_PRECISION", (torch.float64,))
-
-
 @pytest.mark.parametrize("method", RESIDUAL)
-def test_correction_is_exact_merges_and_exports(correction_in_fp64, method, tmp_path):
+def test_correction_is_exact_merges_and_exports(method, tmp_path):
+    """The low-precision construction (asked for by ``autocast``), run in fp64 so that its merge and
+    export can be checked to 1e-10."""
     from peft import PeftModel
 
     original = micro_llama(seed=3).double()
     x = torch.randint(0, 64, (3, 11), generator=torch.Generator().manual_seed(1))
-    model = attach(method, copy.deepcopy(original), spec(rank=4, alpha=8.0))
+    model = attach(method, copy.deepcopy(original), spec(rank=4, alpha=8.0, autocast=True))
     for name, layer in lora_layers(model):
         assert isinstance(layer.lora_variant["default"], residual.Correction)
         orig = original.get_submodule(name.removeprefix("base_model.model.")).weight

@@ -28,6 +28,7 @@ class AdapterSpec:
     use_rslora: bool = False  # scaling alpha/sqrt(r) instead of alpha/r (arXiv 2312.03732)
     pissa_niter: int | None = None  # PiSSA only: randomised SVD with this many subspace iterations
     loraplus_lr_ratio: float = 16.0  # LoRA+ only: LR of the B matrices / LR of the A matrices
+    autocast: bool = False  # the forward runs under bf16/fp16 autocast (CUDA mixed precision)
 
 
 def one_group(model: torch.nn.Module, spec: AdapterSpec) -> list[dict]:

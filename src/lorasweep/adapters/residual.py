@@ -1,12 +1,13 @@
 """Residual-base methods (PiSSA, MiLoRA, OLoRA): the adapter starts as a part s·B0·A0 of each adapted
 weight W and the frozen base keeps the rest, so the model computes the same function at init.
 
-Where the rest is kept depends on the base weight's precision:
+Where the rest is kept depends on the precision the base weight is used in:
 
-- fp32 (or wider): PEFT's construction.  The base weight is overwritten with W - s·B0·A0, exact to
-  fp32 rounding.
-- bf16 / fp16: W - s·B0·A0 rounded to 16 bits would change the model (its rounding error is as large
-  as the minor singular values MiLoRA moves into the adapter).  So the base weight stays W, untouched,
+- fp32 (or wider), no autocast: PEFT's construction.  The base weight is overwritten with
+  W - s·B0·A0, exact to fp32 rounding.
+- a bf16 / fp16 weight, or any weight under bf16/fp16 autocast (``AdapterSpec.autocast``):
+  W - s·B0·A0 rounded to 16 bits would change the model (its rounding error is as large as the minor
+  singular values MiLoRA moves into the adapter).  So the base weight stays W, untouched,
   and the layer subtracts a frozen fp32 copy of the initial term inside the adapter's own term:
   ``y = W·x + s·(B·(A·x) - B0·(A0·x))``.  At init both low-rank terms are computed by the same
   operations from equal tensors, so they cancel exactly: the output is bit-identical to the base
@@ -35,9 +36,9 @@ Factors = Callable[[torch.Tensor, int, float, AdapterSpec], tuple[torch.Tensor, 
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def keeps_original_base(dtype: torch.dtype) -> bool:
+def keeps_original_base(dtype: torch.dtype, autocast: bool) -> bool:
     """Whether a base weight of ``dtype`` stays W (plus the fp32 correction) rather than becoming W_res."""
-    return dtype in LOW_PRECISION
+    return autocast or dtype in LOW_PRECISION
 
 
 def residual_weight(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
@@ -63,7 +64,7 @@ def attach(model: torch.nn.Module, spec: AdapterSpec, factors: Factors):
         # buffers follow the layer's device; non-persistent: PEFT saves everything else on the layer
         layer.register_buffer("init_A", lora_a.detach().clone(), persistent=False)
         layer.register_buffer("init_B", lora_b.detach().clone(), persistent=False)
-        if keeps_original_base(base.weight.dtype):
+        if keeps_original_base(base.weight.dtype, spec.autocast):
             layer.lora_variant[ADAPTER] = Correction()
         else:
             base.weight.copy_(residual_weight(base.weight, a, b, s))

@@ -236,6 +236,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         use_rslora=cfg.adapter.use_rslora,
         pissa_niter=cfg.adapter.pissa_niter,
         loraplus_lr_ratio=cfg.adapter.loraplus_lr_ratio,
+        autocast=accelerator.mixed_precision != "no",
     )
     method = adapters.get(trial.method)
     model = method.attach(model, spec)
