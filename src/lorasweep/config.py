@@ -106,7 +106,10 @@ class EvalConfig:
 
 @dataclass
 class AdapterConfig:
-    methods: list[str] = _f(["lora", "pissa", "milora"], "adapter methods (registry names)")
+    methods: list[str] = _f(
+        ["lora", "pissa", "milora"],
+        "adapter methods: lora, pissa, milora, olora, dora, loraplus, full (docs/method.md)",
+    )
     rank: int = _f(8, "adapter rank r", min=1)
     alpha: float = _f(16.0, "LoRA alpha; scaling = alpha / r (alpha / sqrt(r) with rslora)", gt=0)
     dropout: float = _f(0.0, "LoRA dropout", min=0, lt=1)

@@ -31,3 +31,10 @@ def test_loraplus_ratio_must_be_positive(tmp_path):
 def test_vllm_refuses_a_method_whose_export_is_not_a_plain_lora(tmp_path, method, kind):
     with pytest.raises(ConfigError, match=rf"adapter.methods\[1\]: .*{method!r} exports a {kind!r}"):
         load(tmp_path, f"adapter.methods=[lora,{method}]", "eval.backend=vllm")
+
+
+def test_config_help_names_every_registered_method():
+    from lorasweep.config import field_help
+
+    (help_text,) = [text for key, _, text in field_help() if key == "adapter.methods"]
+    assert all(m in help_text for m in METHODS), help_text
