@@ -54,7 +54,7 @@ GOOD_ROW = json.dumps({"question": "Tom has 2 pens. How many?", "answer": "2\n##
 CONFIG_CASES = [
     (["train.batch_size=[4]"], "did you mean 'train.batch_sizes'"),
     (["train.learning_rates=[-1]"], "train.learning_rates[0]: must be > 0"),
-    (["adapter.methods=[lora,dora]"], "adapter.methods[1]"),
+    (["adapter.methods=[lora,vera]"], "adapter.methods[1]"),
     (["eval.tasks=[gsm8k,humaneva]"], "eval.tasks[1]"),
     (["train.epochs=0"], "train.epochs: must be >= 1"),
     (["adapter.alpha=abc"], "adapter.alpha: must be a number"),

@@ -106,7 +106,10 @@ class EvalConfig:
 
 @dataclass
 class AdapterConfig:
-    methods: list[str] = _f(["lora", "pissa", "milora"], "adapter methods (registry names)")
+    methods: list[str] = _f(
+        ["lora", "pissa", "milora"],
+        "adapter methods: lora, pissa, milora, olora, dora, loraplus, full (docs/method.md)",
+    )
     rank: int = _f(8, "adapter rank r", min=1)
     alpha: float = _f(16.0, "LoRA alpha; scaling = alpha / r (alpha / sqrt(r) with rslora)", gt=0)
     dropout: float = _f(0.0, "LoRA dropout", min=0, lt=1)
@@ -114,7 +117,12 @@ class AdapterConfig:
     pissa_niter: int | None = _f(
         None, "PiSSA: randomised SVD with N subspace iterations (null = full SVD; MiLoRA always full)", min=1
     )
-    use_rslora: bool = _f(False, "rank-stabilised scaling alpha / sqrt(r)")
+    use_rslora: bool = _f(
+        False, "rank-stabilised scaling alpha / sqrt(r) (arXiv 2312.03732); every method but full"
+    )
+    loraplus_lr_ratio: float = _f(
+        16.0, "loraplus: LR of the B matrices / LR of the A matrices (arXiv 2402.12354)", gt=0
+    )
 
 
 @dataclass
@@ -390,6 +398,12 @@ def _cross_checks(cfg: StudyConfig) -> None:
         if m not in METHODS:
             raise ConfigError(
                 f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{_nearest(m, METHODS)}",
+                f"adapter.methods[{i}]",
+            )
+        if cfg.eval.backend == "vllm" and METHODS[m].export_kind != "lora":
+            raise ConfigError(
+                f"eval.backend=vllm serves plain LoRA adapters; {m!r} exports a "
+                f"{METHODS[m].export_kind!r}: use eval.backend=hf",
                 f"adapter.methods[{i}]",
             )
     for i, t in enumerate(cfg.eval.tasks):

@@ -1,103 +1,196 @@
-"""The invariant matrix every adapter method passes (PEFT's habit): add a method, add it here."""
+"""The invariant matrix every adapter method passes (PEFT's habit): add a method, add a Case here.
+
+Per case: the output is unchanged at init, exactly the method's parameters train, the optimizer groups
+cover them once, the export written for the original base reloads to the same outputs (save -> load),
+and the merged model computes what the unmerged one does (fp32, atol 1e-5).
+"""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from lorasweep.adapters import METHODS, AdapterSpec, attach
-from lorasweep.adapters.svd_init import svd_factors
+from lorasweep.adapters import METHODS, AdapterSpec, attach, get, residual
+from lorasweep.adapters.peft_lora import lora_layers
 from tests.conftest import micro_llama
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-CASES = [("lora", None), ("pissa", None), ("pissa", 4), ("milora", None)]
+LORA = (".lora_A.", ".lora_B.")
 
 
-def spec(niter=None, rank=4):
-    return AdapterSpec(rank=rank, alpha=8.0, dropout=0.0, target_modules=TARGETS, seed=0, pissa_niter=niter)
+@dataclass(frozen=True)
+class Case:
+    method: str
+    trains: tuple[str, ...] | None  # substrings naming the trainable parameters; None: every parameter
+    residual: bool = False  # the adapter starts at a part of W that the base gives up
+    niter: int | None = None
+    rslora: bool = False
+
+    def __str__(self) -> str:
+        return (
+            self.method + (f"-niter{self.niter}" if self.niter else "") + ("-rslora" if self.rslora else "")
+        )
 
 
-def lora_layers(model):
-    from peft.tuners.lora import LoraLayer
+CASES = [
+    Case("lora", LORA),
+    Case("lora", LORA, rslora=True),
+    Case("pissa", LORA, residual=True),
+    Case("pissa", LORA, residual=True, niter=4),
+    Case("pissa", LORA, residual=True, rslora=True),
+    Case("milora", LORA, residual=True),
+    Case("milora", LORA, residual=True, rslora=True),
+    Case("olora", LORA, residual=True),
+    Case("olora", LORA, residual=True, rslora=True),
+    Case("dora", (*LORA, ".lora_magnitude_vector."), rslora=False),
+    Case("dora", (*LORA, ".lora_magnitude_vector."), rslora=True),
+    Case("loraplus", LORA),
+    Case("loraplus", LORA, rslora=True),
+    Case("full", None),
+]
+matrix = pytest.mark.parametrize("case", CASES, ids=str)
 
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+def spec(case: Case, rank: int = 4) -> AdapterSpec:
+    return AdapterSpec(
+        rank=rank,
+        alpha=8.0,
+        dropout=0.0,
+        target_modules=TARGETS,
+        seed=0,
+        use_rslora=case.rslora,
+        pissa_niter=case.niter,
+        loraplus_lr_ratio=8.0,
+    )
+
+
+def inputs() -> torch.Tensor:
+    return torch.randint(0, 64, (3, 11), generator=torch.Generator().manual_seed(1))
+
+
+@torch.no_grad()
+def logits(model) -> torch.Tensor:
+    return model(input_ids=inputs()).logits
+
+
+@torch.no_grad()
+def train_a_little(model) -> None:
+    """Stand-in for training: move every trainable weight."""
+    g = torch.Generator().manual_seed(2)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+
+
+def reload(kind: str, path, original):
+    """The export, loaded the way a user would: PEFT on the original base, or the model folder alone."""
+    if kind == "model":
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path).eval()
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(copy.deepcopy(original), path).eval()
 
 
 def test_every_registered_method_is_in_the_matrix():
-    assert {m for m, _ in CASES} == set(METHODS)
+    assert {c.method for c in CASES} == set(METHODS)
+    # rsLoRA is an option of every LoRA-family method
+    assert {c.method for c in CASES if c.rslora} == set(METHODS) - {"full"}
 
 
-@pytest.mark.parametrize(("method", "niter"), CASES)
-def test_output_unchanged_at_init(method, niter):
+@matrix
+def test_output_unchanged_at_init(case):
     base = micro_llama()
-    x = torch.randint(0, 64, (3, 11))
-    with torch.no_grad():
-        before = base(input_ids=x).logits
-        model = attach(method, copy.deepcopy(base), spec(niter))
-        after = model(input_ids=x).logits
-    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    before = logits(base)
+    model = attach(case.method, copy.deepcopy(base), spec(case))
+    torch.testing.assert_close(logits(model), before, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(("method", "niter"), CASES)
-def test_only_adapter_parameters_train(method, niter):
-    model = attach(method, micro_llama(), spec(niter))
+@matrix
+def test_only_the_methods_parameters_train(case):
+    model = attach(case.method, micro_llama(), spec(case))
+    names = {n for n, _ in model.named_parameters()}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable, "no trainable parameters"
-    assert all(".lora_A." in n or ".lora_B." in n for n in trainable)
-    assert len(trainable) == 2 * len(TARGETS) * 2  # A and B, 7 modules, 2 layers
+    if case.trains is None:
+        assert trainable == names
+        return
+    assert all(any(t in n for t in case.trains) for n in trainable), trainable
+    assert len(trainable) == len(case.trains) * len(TARGETS) * 2  # per adapted module, 7 modules, 2 layers
 
 
-@pytest.mark.parametrize(("method", "niter"), CASES)
-def test_residual_plus_adapter_reconstructs_weight(method, niter):
+@matrix
+def test_param_groups_hold_every_trainable_parameter_once(case):
+    model = attach(case.method, micro_llama(), spec(case))
+    groups = get(case.method).param_groups(model, spec(case))
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
+    scaled = {id(p) for g in groups if g.get("lr_scale", 1.0) != 1.0 for p in g["params"]}
+    if case.method == "loraplus":  # B matrices at ratio x the LR, A matrices at the LR
+        assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 8.0]
+        assert scaled == {id(p) for n, p in model.named_parameters() if ".lora_B." in n}
+    else:
+        assert not scaled
+
+
+@matrix
+def test_scaling_follows_rslora(case):
+    if case.method == "full":
+        pytest.skip("full fine-tuning has no adapter scaling")
+    model = attach(case.method, micro_llama(), spec(case))
+    expected = 8.0 / math.sqrt(4) if case.rslora else 8.0 / 4
+    assert {layer.scaling["default"] for _, layer in lora_layers(model)} == {expected}
+
+
+@matrix
+def test_residual_base_plus_adapter_is_the_original_weight(case):
     base = micro_llama()
     originals = {n: p.detach().clone() for n, p in base.named_parameters()}
-    model = attach(method, base, spec(niter))
-    for name, layer in lora_layers(model):
-        w = layer.get_base_layer().weight
+    model = attach(case.method, base, spec(case))
+    layers = list(lora_layers(model))
+    assert bool(layers) == (case.method != "full")
+    for name, layer in layers:
+        orig = originals[name.removeprefix("base_model.model.") + ".weight"]
         s = layer.scaling["default"]
-        rebuilt = w + s * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
-        key = name.removeprefix("base_model.model.") + ".weight"
-        orig = originals[key]
-        rel = (rebuilt - orig).norm() / orig.norm()
+        adapter = s * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
+        frozen = residual.effective_base(layer).float() if case.residual else layer.get_base_layer().weight
+        rel = (frozen + adapter - orig).norm() / orig.norm()
         assert rel <= 1e-5, (name, rel.item())
-        if method != "lora":  # the adapter really took a part of W out of the base
-            assert (w - orig).norm() > 1e-3 * orig.norm()
+        # residual methods: the adapter really took a part of W out of the base; the others start at 0
+        assert (adapter.norm() > 1e-3 * orig.norm()) == case.residual
 
 
-def test_milora_uses_the_smallest_singular_directions():
-    base = micro_llama()
-    w0 = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
-    model = attach("milora", base, spec(rank=4))
-    layer = model.base_model.model.model.layers[0].self_attn.q_proj
-    s = layer.scaling["default"]
-    delta = s * layer.lora_B["default"].weight @ layer.lora_A["default"].weight
-    sv = torch.linalg.svdvals(w0)
-    torch.testing.assert_close(torch.linalg.svdvals(delta)[:4], sv[-4:], atol=1e-5, rtol=1e-4)
-    u = torch.linalg.svd(w0).U[:, -4:]
-    # the adapter's column space is the span of the bottom-4 left singular vectors
-    proj = u @ (u.T @ delta)
-    torch.testing.assert_close(proj, delta, atol=1e-5, rtol=0)
+@matrix
+def test_export_reloads_on_the_original_base_with_the_same_outputs(case, tmp_path):
+    original = micro_llama(seed=3)
+    model = attach(case.method, copy.deepcopy(original), spec(case))
+    train_a_little(model)
+    trained = logits(model)
+    assert (trained - logits(original)).abs().max() > 1e-3  # the stand-in training changed the function
+    method = get(case.method)
+    out = method.export(model, tmp_path)
+    assert out.parent == tmp_path and out.is_dir()
+    if method.export_kind == "lora":  # a plain LoRA: what vLLM serves
+        config = json.loads((out / "adapter_config.json").read_text())
+        assert (
+            config["peft_type"] == "LORA" and not config["use_dora"] and config["init_lora_weights"] is True
+        )
+        assert config["r"] == (8 if case.residual else 4)
+    loaded = reload(method.export_kind, out, original)
+    torch.testing.assert_close(logits(loaded), trained, atol=1e-5, rtol=1e-5)
 
 
-def test_pissa_uses_the_largest_singular_directions_and_matches_peft():
-    w = torch.randn(24, 16)
-    a, b, res = svd_factors(w, rank=3, scaling=2.0, which="principal")
-    sv = torch.linalg.svdvals(w)
-    torch.testing.assert_close(torch.linalg.svdvals(2.0 * b @ a)[:3], sv[:3], atol=1e-5, rtol=1e-4)
-    base = micro_llama()
-    w0 = base.model.layers[1].mlp.up_proj.weight.detach().clone()
-    model = attach("pissa", base, spec(rank=4))
-    layer = model.base_model.model.model.layers[1].mlp.up_proj
-    ours_a, ours_b, ours_res = svd_factors(w0, 4, layer.scaling["default"], "principal")
-    peft_delta = layer.lora_B["default"].weight @ layer.lora_A["default"].weight
-    torch.testing.assert_close(peft_delta, ours_b @ ours_a, atol=1e-5, rtol=1e-4)
-
-
-def test_svd_factors_rejects_bad_rank_and_randomised_minor():
-    w = torch.randn(8, 6)
-    with pytest.raises(ValueError, match="rank 7"):
-        svd_factors(w, 7, 1.0, "principal")
-    with pytest.raises(ValueError, match="randomised"):
-        svd_factors(w, 2, 1.0, "minor", niter=2)
+@matrix
+def test_merged_model_computes_what_the_unmerged_one_does(case):
+    model = attach(case.method, micro_llama(seed=4), spec(case))
+    train_a_little(model)
+    unmerged = logits(model)
+    merged = get(case.method).merge(model)
+    assert not list(lora_layers(merged))
+    torch.testing.assert_close(logits(merged), unmerged, atol=1e-5, rtol=1e-5)

@@ -1,33 +1,32 @@
-"""Adapter methods, by registry name.  Adding a method = one entry here + one test-matrix entry."""
+"""Adapter methods, by registry name.  Adding a method = one file that builds a :class:`Method`, one
+line here and one entry in the invariant matrix (``tests/adapters/test_invariants.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from lorasweep.adapters import dora, full, lora, loraplus, milora, olora, pissa
+from lorasweep.adapters.method import AdapterSpec, Method
 
-from lorasweep.adapters.lora import AdapterSpec, attach_lora, attach_milora, attach_pissa
-
-
-@dataclass(frozen=True)
-class Method:
-    attach: Callable  # (model, AdapterSpec) -> PeftModel with only adapter weights trainable
-    residual_base: bool  # True: init rewrites the base weights, so exports convert to plain LoRA
-
-
-METHODS = {
-    "lora": Method(attach_lora, residual_base=False),
-    "pissa": Method(attach_pissa, residual_base=True),
-    "milora": Method(attach_milora, residual_base=True),
+METHODS: dict[str, Method] = {
+    "lora": lora.METHOD,
+    "pissa": pissa.METHOD,
+    "milora": milora.METHOD,
+    "olora": olora.METHOD,
+    "dora": dora.METHOD,
+    "loraplus": loraplus.METHOD,
+    "full": full.METHOD,
 }
 
 
-def attach(method: str, model, spec: AdapterSpec):
-    """Wrap ``model`` in a PEFT model with the adapter of ``method``; only adapter weights train."""
+def get(method: str) -> Method:
     try:
-        entry = METHODS[method]
+        return METHODS[method]
     except KeyError:
         raise ValueError(f"unknown adapter method {method!r}; valid: {', '.join(METHODS)}") from None
-    return entry.attach(model, spec)
 
 
-__all__ = ["METHODS", "AdapterSpec", "Method", "attach"]
+def attach(method: str, model, spec: AdapterSpec):
+    """``model`` made ready to train with ``method``; only the method's weights require grad."""
+    return get(method).attach(model, spec)
+
+
+__all__ = ["METHODS", "AdapterSpec", "Method", "attach", "get"]

@@ -1,9 +1,9 @@
-"""Export a PiSSA/MiLoRA adapter as a plain LoRA that applies to the *original* base model.
+"""Export a residual-base adapter (PiSSA, MiLoRA, OLoRA) as a plain LoRA for the *original* base model.
 
-A trained SVD-initialised adapter is only valid on its residual base W_res = W - s·B0·A0.  On the
+A trained residual-base adapter is only valid on its residual base W_res = W - s·B0·A0.  On the
 original W the same function is W + s·(B·A - B0·A0) = W + s·[B, -B0]·[A; A0]: a plain LoRA of rank 2r
-(arXiv 2404.02948; PEFT does this for PiSSA with ``path_initial_model_for_weight_conversion``; this
-version works for any SVD initialisation, MiLoRA included).
+(arXiv 2404.02948; PEFT does this for PiSSA and OLoRA with ``path_initial_model_for_weight_conversion``;
+this version works for any initial factors, MiLoRA's included).  See ``docs/method.md``, "Adapter methods".
 """
 
 from __future__ import annotations
@@ -57,10 +57,3 @@ def export_plain_lora(peft_model, initial: dict[str, torch.Tensor], out_dir: Pat
     )
     (out_dir / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
     return out_dir
-
-
-def initial_state(peft_model) -> dict[str, torch.Tensor]:
-    """Snapshot of the adapter right after initialisation (B0, A0), for :func:`export_plain_lora`."""
-    from peft import get_peft_model_state_dict
-
-    return {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(peft_model).items()}

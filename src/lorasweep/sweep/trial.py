@@ -217,7 +217,6 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     from accelerate import Accelerator
 
     from lorasweep import adapters, models
-    from lorasweep.adapters import export
     from lorasweep.train import batching, device, loop
 
     timings: dict[str, float] = {}
@@ -236,10 +235,11 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         seed=trial.seed,
         use_rslora=cfg.adapter.use_rslora,
         pissa_niter=cfg.adapter.pissa_niter,
+        loraplus_lr_ratio=cfg.adapter.loraplus_lr_ratio,
+        autocast=accelerator.mixed_precision != "no",
     )
-    model = adapters.attach(trial.method, model, spec)
-    residual = adapters.METHODS[trial.method].residual_base
-    init_state = export.initial_state(model) if residual else None
+    method = adapters.get(trial.method)
+    model = method.attach(model, spec)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
     if accelerator.is_main_process:
@@ -271,7 +271,8 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
             steplog.write(json.dumps(clean) + "\n")
             steplog.flush()
 
-        result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step)
+        groups = method.param_groups(model, spec)
+        result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step, groups)
     timings["train"] = result.seconds
     unwrapped = accelerator.unwrap_model(model)
     train_metrics = {
@@ -295,20 +296,17 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     }
     metrics: dict = {"train": train_metrics}
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(trial_dir / "adapter")  # valid on the (residual) base it trained on
-        if residual:  # valid on the original base model
-            export.export_plain_lora(unwrapped, init_state, trial_dir / "adapter_plain_lora")
+        exported = method.export(unwrapped, trial_dir)  # applies to the original base model
     if result.status == "completed" and accelerator.is_main_process:
         t = time.perf_counter()
-        merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
+        merged = method.merge(unwrapped)  # ~1.4x faster generation; same function
         merged.eval()
         generator = None
         if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
             from lorasweep.evals.vllm_backend import vllm_generator
 
-            adapter_dir = trial_dir / ("adapter_plain_lora" if residual else "adapter")
-            base = models.resolve_source(cfg.model.source)
-            generator = vllm_generator(base, adapter_dir, cfg.model.dtype, cfg.eval.max_new_tokens)
+            base = models.resolve_source(cfg.model.source)  # export_kind "lora" (config checks it)
+            generator = vllm_generator(base, exported, cfg.model.dtype, cfg.eval.max_new_tokens)
         metrics.update(
             evaluate_model(cfg, merged, tok, trial_dir / "eval", trial_dir.parent.parent, generator)
         )

@@ -126,18 +126,24 @@ def train(
     pad_id: int,
     accelerator,
     on_step: Callable[[dict], None] = lambda record: None,
+    param_groups: list[dict] | None = None,
 ) -> TrainResult:
-    """Train the trainable parameters of ``model`` (already ``accelerator.prepare``d) for ``spec.epochs``."""
+    """Train the trainable parameters of ``model`` (already ``accelerator.prepare``d) for ``spec.epochs``.
+
+    ``param_groups`` (the adapter method's, default: one group of every trainable parameter) go to
+    AdamW as they are; a group's ``lr_scale`` multiplies the scheduled LR (LoRA+'s B matrices).
+    """
     split = spec.split
     per_epoch = batching.steps_per_epoch(len(examples), split.effective)
     if per_epoch == 0:
         raise ValueError(f"{len(examples)} examples are fewer than one batch of {split.effective}")
     total = per_epoch * spec.epochs
     warmup = schedule.warmup_steps(total, spec.warmup_ratio)
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for g in groups for p in g["params"]]
     # foreach: one multi-tensor update per step instead of a Python loop over the adapter's many small
     # tensors (CUDA's default already); the same arithmetic, bit-identical results, less per-step overhead.
-    optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
+    optimizer = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
     optimizer = accelerator.prepare_optimizer(optimizer)
     lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
     result = TrainResult("completed", total, warmup_steps=warmup, split=split)
@@ -150,7 +156,7 @@ def train(
         for k in range(per_epoch):
             t0 = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
             indices = batching.step_indices(order, k, split)
 
             def retried(old, new, step=step):
