@@ -1,0 +1,1 @@
+"""Analyses of a study beyond its sweep: curvature at initialisation (``curvature.py``)."""
