@@ -1,1 +1,2 @@
-"""Analyses of a study beyond its sweep: curvature at initialisation (``curvature.py``)."""
+"""Analyses beyond the sweep: curvature at initialisation (``curvature.py``, ``at_init.py``) and best
+learning rate against batch size (``lr_batch.py``)."""

@@ -74,7 +74,8 @@ def figure(curves: Curves, res: StudyResults, path: Path, view: str) -> None:
         ax.set_ylabel("validation held-out loss")
         ax.set_title(m)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     title = "Equal optimizer steps" if view == "step" else "Equal data"
     fig.suptitle(f"{title}: held-out loss of the tuned cells (mean over seeds)")
     fig.tight_layout()

@@ -59,7 +59,7 @@
       const c = s.color || color(s.method);
       const ok = s.points.filter((p) => p.y !== null && isFinite(p.y) && (!o.xlog || p.x > 0) && (!o.ylog || p.y > 0));
       if (s.line && ok.length > 1) {
-        const d = ok.map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join("");
+        const d = [...ok].sort((a, b) => a.x - b.x).map((p, i) => `${i ? "L" : "M"}${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`).join("");
         out.push(`<path d="${d}" ${attrs} class="line" stroke="${c}" ${s.dash ? `stroke-dasharray="${s.dash}"` : ""} opacity="${s.opacity || 1}"/>`);
       }
       for (const p of ok) {
