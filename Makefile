@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-ray lint bench clean
+.PHONY: demo test test-slow test-ray lint bench report-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,13 @@ test-ray: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests && $(BIN)/ruff format --check src tests
+
+# rebuild RUN's report and open report.html in headless Chromium: figures drawn, no console errors,
+# a screenshot beside it (report.png)
+RUN ?= runs/demo
+report-check: $(STAMP)
+	$(BIN)/lorasweep report $(RUN)
+	$(BIN)/python -m lorasweep.report.browser $(RUN)/report/report.html $(RUN)/report/report.png
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py

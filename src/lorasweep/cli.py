@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int)
     with_config("plan", "dry run: trial grid, batch splits, steps, warmup, tokens")
+    cv = with_config("curvature", "largest Hessian eigenvalue at init per method (for the report)")
+    cv.add_argument("--examples", type=int, default=256, help="training examples in the loss")
+    cv.add_argument("--iters", type=int, default=40, help="at most this many Lanczos iterations")
+    px = with_config("proxy", "batch-size study at a cheap proxy; recommend B and LR; check transfer")
+    px.add_argument("--rank", type=int, default=1, help="proxy adapter rank (alpha scaled with it)")
+    px.add_argument("--model", default=None, help="proxy base model (default: the target's)")
+    px.add_argument("--all-seeds", action="store_true", help="every seed (default: the first only)")
     sub.add_parser("status", help="trials by state").add_argument("run_dir")
     sub.add_parser("report", help="(re)build the report from results on disk").add_argument("run_dir")
     b = sub.add_parser("build-default-model", help="regenerate the embedded TinyWorld base model")
@@ -113,6 +120,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if args.command == "plan":
         print(study.format_plan(cfg, *study.plan(cfg)))
+    elif args.command == "curvature":
+        from lorasweep.analysis.at_init import curvature_at_init
+
+        for name in ("examples", "iters"):
+            if getattr(args, name) < 1:
+                raise UserError(f"must be >= 1, got {getattr(args, name)}", f"--{name}")
+        print(curvature_at_init(cfg, args.examples, args.iters))
+    elif args.command == "proxy":
+        from lorasweep.proxy import run_proxy
+
+        run_proxy(cfg, args.rank, args.model, args.all_seeds)
     elif args.command == "run":
         study.run(cfg)
     elif args.command == "train":

@@ -100,6 +100,10 @@ class EvalConfig:
         "hf", "generation engine: hf (generate) or vllm (GPU only, optional extra)", choices=("hf", "vllm")
     )
     heldout_loss: bool = _f(True, "also report response-token loss on the evaluation set")
+    same_step_loss: bool = _f(
+        True,
+        "log the validation rows' held-out loss after optimizer steps 1, 2, 4, 8, ... (the same-step view)",
+    )
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
@@ -144,6 +148,12 @@ class BracketConfig:
     )
     batch_exponent: float = _f(
         0.5, "LR scaling with batch size used to predict a start (0.5 = square-root rule)"
+    )
+    predict_by: str = _f(
+        "previous",
+        "with predict_start: previous (the last batch size's best LR x (B/B_prev)^batch_exponent) or fit "
+        "(a power law fitted to every bracketed batch size's best LR so far, once there are two)",
+        choices=("previous", "fit"),
     )
     refine: bool = _f(True, "after bracketing, evaluate once between the best and its better neighbour")
     max_points: int = _f(10, "at most this many LRs per (method, batch size)", min=3)
@@ -198,6 +208,13 @@ class ReportConfig:
     spread_points: float = _f(
         10.0, "claim (a): batch size moves accuracy by more than this many points", gt=0
     )
+    cost_tolerance: float = _f(
+        2.0,
+        "cost frontier: recommend the cheapest batch size whose validation score is within this many "
+        "points of the best",
+        min=0,
+    )
+    cost_axis: str = _f("steps", "what 'cheapest' counts", choices=("steps", "tokens", "seconds", "flops"))
 
 
 @dataclass

@@ -91,3 +91,63 @@ def accuracy_per_lr(table: dict[tuple[str, int, float], Cell], method: str, metr
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def lr_vs_batch(ins, path: Path) -> None:
+    """Validation-chosen LR against batch size per method (hollow: not bracketed), the fitted power law
+    (solid) and the square-root / linear rules through the same points (dotted / dashed)."""
+    from lorasweep.analysis import lr_batch
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for m, pts in ins.lr_points.items():
+        if not pts:
+            continue
+        (line,) = ax.plot([b for b, _, ok in pts if ok], [lr for _, lr, ok in pts if ok], "o", label=m)
+        color = line.get_color()
+        loose = [(b, lr) for b, lr, ok in pts if not ok]
+        if loose:
+            ax.plot(*zip(*loose, strict=True), "o", mfc="white", color=color)
+        xs = sorted({b for b, _, _ in pts})
+        fit = ins.lr_fit.get(m)
+        if fit is not None:
+            ax.plot(xs, [fit.predict(b) for b in xs], "-", color=color, label=f"{m}: k={fit.exponent:.2f}")
+        ok = [(b, lr) for b, lr, br in pts if br]
+        for style, k in (("-.", lr_batch.RULES["square-root"]), ("--", lr_batch.RULES["linear"])):
+            rule = lr_batch.rule_line(ok, k)
+            if rule is not None and len(ok) > 1:
+                ax.plot(xs, [rule.predict(b) for b in xs], style, color=color, alpha=0.4, linewidth=1)
+    ax.set_yscale("log")
+    _batch_axis(ax, sorted({b for pts in ins.lr_points.values() for b, _, _ in pts}) or [1])
+    ax.set_ylabel("LR chosen on validation")
+    ax.set_title("Best LR vs batch size (-. square-root rule, -- linear rule)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cost_frontier(ins, metric: str, path: Path) -> None:
+    """Tuned test value (with its interval) against each cost of one trial: steps, tokens, seconds,
+    FLOPs; one panel each, one series per method, batch sizes annotated."""
+    fig, axs = plt.subplots(2, 2, figsize=(9.6, 6.4))
+    for ax, axis in zip(axs.flat, ("steps", "tokens", "seconds", "flops"), strict=True):
+        for m, pts in ins.cost.items():
+            pts = [p for p in pts if p.cost(axis) is not None]
+            if not pts:
+                continue
+            xs = [p.cost(axis) for p in pts]
+            ys = [p.test.mean for p in pts]
+            err = [[p.test.mean - p.test.lo for p in pts], [p.test.hi - p.test.mean for p in pts]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=m)
+            for p, x, y in zip(pts, xs, ys, strict=True):
+                ax.annotate(f"{p.batch_size}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(axis)
+        ax.set_ylabel(f"{metric}, test")
+        ax.grid(alpha=0.3)
+    axs.flat[0].legend(fontsize=8)
+    fig.suptitle("Cost frontier: accuracy vs the cost of one trial (labels: batch size)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -61,6 +61,7 @@ def load_trials(run_dir: Path, metric: str, selection: str | None = None) -> lis
                 "tokens": metrics.get("train", {}).get("input_tokens"),
                 "diverged_at": status.get("diverged_at"),
                 "seconds": status.get("seconds"),
+                "train": metrics.get("train", {}),  # steps, tokens, timings, noise scale (report/insight.py)
             }
         )
     return sorted(rows, key=_study_order(run_dir))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lorasweep import results
 from lorasweep.config import StudyConfig
-from lorasweep.report import claims, figures, summary, tuned
+from lorasweep.report import claims, figures, html, insight, same_step, summary, tuned
 from lorasweep.report.load import unit
 
 
@@ -50,9 +50,20 @@ def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = No
     for i, metric in enumerate(metrics):
         res = primary if i == 0 else tuned.build(cfg, run_dir, metric, with_claims=False)
         lines += _section(res, out, "" if i == 0 else f"_{metric.split('.')[0]}", level)
+    ins = insight.build(cfg, run_dir, primary)
+    figures.lr_vs_batch(ins, out / "lr_vs_batch.png")
+    figures.cost_frontier(ins, f"{primary.metric} ({unit(primary.metric)})", out / "cost_frontier.png")
+    lines += insight.markdown(ins, primary, unit(primary.metric))
+    for view in ("step", "data"):
+        same_step.figure(ins.same_step, primary, out / f"same_{view}.png", view)
+    lines += same_step.markdown(ins.same_step, primary)
+    lines += [
+        "The same report, interactive (hover values, method and seed toggles): [report.html](report.html)"
+    ]
     path = out / "report.md"
     results.atomic_write_text(path, "\n".join(lines) + "\n")
-    summary.write(out / "summary.json", cfg, primary)
+    summary.write(out / "summary.json", cfg, primary, ins)
+    html.write(out / "report.html", cfg, primary, ins)
     return path
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 from lorasweep import results
 from lorasweep.config import StudyConfig
+from lorasweep.report import insight
 from lorasweep.report.tuned import StudyResults
 
 SUMMARY_VERSION = 1
 
 
-def as_dict(cfg: StudyConfig, res: StudyResults) -> dict:
+def as_dict(cfg: StudyConfig, res: StudyResults, ins=None) -> dict:
     from lorasweep.sweep.trial import validation_source
 
     cells = []
@@ -69,9 +70,11 @@ def as_dict(cfg: StudyConfig, res: StudyResults) -> dict:
             }
             for c in res.claims
         ],
+        "insight": insight.as_dict(ins) if ins is not None else None,
         "provenance": results.provenance(),
     }
 
 
-def write(path: Path, cfg: StudyConfig, res: StudyResults) -> None:
-    results.atomic_write_json(path, as_dict(cfg, res))
+def write(path: Path, cfg: StudyConfig, res: StudyResults, ins=None) -> None:
+    """``ins``: ``insight.Insight`` (noise scale, curvature, LR vs batch, cost frontier) or None."""
+    results.atomic_write_json(path, as_dict(cfg, res, ins))

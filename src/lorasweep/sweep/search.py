@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorasweep import results
+from lorasweep.analysis import lr_batch
 from lorasweep.config import StudyConfig
 from lorasweep.sweep import bracket
 from lorasweep.sweep.grid import Trial, expand
@@ -100,8 +101,12 @@ def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
         anchor = start_lr(cfg, m)
         batches = sorted(cfg.train.batch_sizes)
         prev: tuple[int, float] | None = None
+        bracketed: list[tuple[int, float]] = []  # (B, best LR) of finished, bracketed cells
         for b in batches:
-            if br.predict_start and prev is not None:
+            fit = lr_batch.fit_power_law(bracketed) if br.predict_by == "fit" else None
+            if br.predict_start and fit is not None:
+                target = fit.predict(b)
+            elif br.predict_start and prev is not None:
                 target = prev[1] * (b / prev[0]) ** br.batch_exponent
             else:
                 target = anchor * (b / batches[0]) ** br.batch_exponent
@@ -117,6 +122,7 @@ def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
                     out += [CellState(m, later, None, None) for later in batches[batches.index(b) + 1 :]]
                     break
                 prev = (b, d.best) if d.best is not None else prev
+                bracketed += [(b, d.best)] if d.bracketed and d.best is not None else []
     return out
 
 

@@ -31,6 +31,7 @@ _NOT_RESULT = {
     "report": None,
     "adapter": ("methods",),
     "train": ("batch_sizes", "learning_rates", "seeds", "lr_search", "bracket"),
+    "eval": ("same_step_loss",),  # an extra measurement during training; training is unchanged
 }
 
 
@@ -174,6 +175,39 @@ def _evaluate_rows(
     return metrics
 
 
+def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:
+    """Held-out loss on the validation rows, for the same-step view: the step log records it after
+    optimizer steps 1, 2, 4, 8, ... so every batch size shares those steps (docs/method.md,
+    "Same-step view").  Reads the model only (no gradient, no RNG); adds its seconds to ``spent[0]``
+    (not training time); None when switched off."""
+    from lorasweep import evals
+    from lorasweep.data import templates, tokenize
+    from lorasweep.evals.heldout import heldout_loss
+
+    spec = evals.EVALUATORS[selection_task(cfg)]
+    if not cfg.eval.same_step_loss or spec.reference is None:
+        return None
+    enc = [
+        tokenize.encode(
+            tok,
+            *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
+            cfg.data.max_seq_len,
+        )
+        for r in validation_rows(cfg)
+    ]
+
+    def probe() -> float:
+        t, was_training = time.perf_counter(), model.training
+        model.eval()
+        try:
+            return heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
+        finally:
+            model.train(was_training)
+            spent[0] += time.perf_counter() - t
+
+    return probe
+
+
 def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate one trial into ``trial_dir`` (cleared first); return its status record.
 
@@ -241,6 +275,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     method = adapters.get(trial.method)
     model = method.attach(model, spec)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
     if accelerator.is_main_process:
         log(f"[{trial.id}] {split.describe()}")
@@ -259,11 +294,15 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         divergence_factor=cfg.train.divergence_factor,
     )
     main = accelerator.is_main_process
+    probe_seconds = [0.0]
+    probe = same_step_probe(cfg, accelerator.unwrap_model(model), tok, probe_seconds) if main else None
     with (trial_dir / "steps.jsonl").open("w") if main else contextlib.nullcontext() as steplog:
 
         def on_step(record: dict) -> None:
             if steplog is None:
                 return
+            if probe is not None and record["step"] & (record["step"] - 1) == 0:  # a power of two
+                record["val_loss"] = probe()
             # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
             clean = {
                 k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
@@ -273,7 +312,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
 
         groups = method.param_groups(model, spec)
         result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step, groups)
+    result.seconds -= probe_seconds[0]  # training time only: the same-step losses are measurement
     timings["train"] = result.seconds
+    timings["same_step_loss"] = probe_seconds[0]
     unwrapped = accelerator.unwrap_model(model)
     train_metrics = {
         "steps": result.steps_done,
@@ -284,6 +325,8 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
         "final_loss": result.losses[-1] if result.losses else None,
         "trainable_parameters": n_trainable,
+        "frozen_parameters": n_frozen,
+        "noise_scale": result.noise_scale,
         "split": {
             "micro": result.split.micro,
             "accumulation": result.split.accumulation,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lorasweep.data.tokenize import IGNORE, Encoded, collate
-from lorasweep.train import batching, schedule
+from lorasweep.train import batching, noise_scale, schedule
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class TrainResult:
     input_tokens: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    noise_scale: dict = field(default_factory=dict)  # noise_scale.summarize (B_simple) or why not
     split: batching.BatchSplit | None = None  # the split actually used (after OOM fallbacks)
     oom_retries: list[dict] = field(default_factory=list)
 
@@ -62,16 +63,21 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     )
 
 
-def accumulate_step(model, micro_batches: list[list[Encoded]], pad_id: int, accelerator) -> tuple[float, int]:
+def accumulate_step(
+    model, micro_batches: list[list[Encoded]], pad_id: int, accelerator, probe=None
+) -> tuple[float, int]:
     """Backward over one step's micro-batches, normalised by the step's global label-token count.
 
-    Returns (mean token loss of the step over all processes, global label tokens).
+    Returns (mean token loss of the step over all processes, global label tokens).  ``probe``
+    (``noise_scale.MicroGradProbe``) reads each micro-batch's gradient between backward passes.
     """
     world = accelerator.num_processes
     local = sum(e.n_label_tokens for mb in micro_batches for e in mb)
     counts = torch.tensor([float(local), 0.0], device=accelerator.device)
     total = int(accelerator.reduce(counts, "sum")[0].item()) if world > 1 else local
     loss_total = torch.zeros((), device=accelerator.device)
+    if probe is not None:
+        probe.begin(total, world, len(micro_batches))
     for i, mb in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         sync = contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(model)
@@ -80,6 +86,8 @@ def accumulate_step(model, micro_batches: list[list[Encoded]], pad_id: int, acce
             loss_sum = token_loss_sum(model, batch)
             # DDP averages gradients over processes; x world turns that average back into the sum.
             accelerator.backward(loss_sum * (world / max(total, 1)))
+        if probe is not None:
+            probe.after_backward([e.n_label_tokens for e in mb], last)
         loss_total += loss_sum.detach()
     if world > 1:
         loss_total = accelerator.reduce(loss_total, "sum")
@@ -93,7 +101,7 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator, on_retry):
+def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator, on_retry, probe=None):
     """One step's backward; on out-of-memory, retry the same step with half the micro-batch and twice
     the accumulation (same effective batch, same examples, same order), down to micro-batch 1."""
     while True:
@@ -102,7 +110,7 @@ def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator,
             for mb in batching.rank_micro_batches(indices, split, accelerator.process_index)
         ]
         try:
-            loss, tokens = accumulate_step(model, micro, pad_id, accelerator)
+            loss, tokens = accumulate_step(model, micro, pad_id, accelerator, probe)
             return loss, tokens, split
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not is_oom(e) or split.micro == 1:
@@ -148,6 +156,9 @@ def train(
     lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
     result = TrainResult("completed", total, warmup_steps=warmup, split=split)
     max_norm = spec.max_grad_norm if spec.max_grad_norm is not None else math.inf
+    # fp16 loss scaling leaves the micro-batch gradients scaled: no noise scale then
+    probe = noise_scale.MicroGradProbe(params) if getattr(accelerator, "scaler", None) is None else None
+    noise_log: list[dict] = []
     t_start = time.perf_counter()
     model.train()
     step = 0
@@ -163,10 +174,12 @@ def train(
                 result.oom_retries.append({"step": step + 1, "from_micro": old.micro, "to_micro": new.micro})
 
             loss, tokens, split = step_with_oom_fallback(
-                model, examples, indices, split, pad_id, accelerator, retried
+                model, examples, indices, split, pad_id, accelerator, retried, probe
             )
             result.split = split
             grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
+            noise = probe.observe(grad_norm, [examples[i].n_label_tokens for i in indices]) if probe else {}
+            noise_log.append(noise)
             scaled = getattr(accelerator, "scaler", None) is not None
             reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor, scaled)
             if reason is None:
@@ -184,6 +197,7 @@ def train(
                     "grad_norm": grad_norm,
                     "tokens": tokens,
                     "seconds": time.perf_counter() - t0,
+                    **noise,
                 }
             )
             step += 1
@@ -191,8 +205,10 @@ def train(
             if reason is not None:
                 result.status, result.diverged_at, result.divergence_reason = "diverged", step, reason
                 result.seconds = time.perf_counter() - t_start
+                result.noise_scale = noise_scale.summarize_trial(noise_log, split)
                 return result
     result.seconds = time.perf_counter() - t_start
+    result.noise_scale = noise_scale.summarize_trial(noise_log, split)
     return result
 
 

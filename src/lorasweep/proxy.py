@@ -1,0 +1,134 @@
+"""``lorasweep proxy CONFIG``: tune the batch size cheaply, then say whether it transferred.
+
+The proxy runs the same batch-size study (same data, same budget, same batch sizes, same search) at a
+cheaper setting: a smaller adapter rank (``alpha`` scaled with it, so alpha/r and with it the LR scale
+stay put), optionally a smaller base model, and only the first seed.  *Beware of the Batch Size*
+(arXiv 2602.09492) proposes exactly this proxy: the best batch size moves with the data more than with
+rank or model size.  Per method it recommends the batch size the study's cost rule picks
+(``report.cost_tolerance``, ``report.cost_axis``) and that batch size's LR.
+
+When the target study's results exist (its ``output_dir``), it also reports whether the recommendation
+transferred -- the target's tuned test value at the recommended batch size lies inside the interval of
+the target's best batch size (chosen on validation) -- and the compute ratio, proxy ÷ target, in
+training FLOPs summed over every trial each study ran (``report/cost.py``'s formula).  The result goes
+to ``<proxy output_dir>/proxy.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from lorasweep import results
+from lorasweep.config import StudyConfig
+from lorasweep.errors import UserError
+
+
+def proxy_config(cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool = False) -> StudyConfig:
+    if rank < 1:
+        raise UserError(f"must be >= 1, got {rank}", "--rank")
+    adapter = dataclasses.replace(cfg.adapter, rank=rank, alpha=cfg.adapter.alpha * rank / cfg.adapter.rank)
+    train = cfg.train if all_seeds else dataclasses.replace(cfg.train, seeds=cfg.train.seeds[:1])
+    suffix = f"-proxy-r{rank}" + ("-" + Path(model).name.replace(":", "-") if model else "")
+    return dataclasses.replace(
+        cfg,
+        name=f"{cfg.name}{suffix}",
+        output_dir=f"{cfg.output_dir}{suffix}",
+        adapter=adapter,
+        train=train,
+        model=dataclasses.replace(cfg.model, source=model) if model else cfg.model,
+    )
+
+
+def study_flops(run_dir: Path) -> float | None:
+    """Training FLOPs of every trial in ``run_dir`` (None if a finished trial lacks the counts)."""
+    from lorasweep.report.cost import train_flops
+
+    total = 0.0
+    for d in sorted((run_dir / "trials").iterdir()) if (run_dir / "trials").is_dir() else []:
+        if not (d / "metrics.json").exists():
+            continue
+        t = results.read_json(d / "metrics.json").get("train", {})
+        f = train_flops(t.get("input_tokens"), t.get("frozen_parameters"), t.get("trainable_parameters"))
+        if f is None:
+            return None
+        total += f
+    return total
+
+
+def recommend(cfg: StudyConfig, run_dir: Path) -> dict:
+    """Per method: the batch size and LR the proxy study recommends (cost rule on validation)."""
+    from lorasweep.report import insight, tuned
+
+    res = tuned.build(cfg, run_dir, cfg.report.metric, with_claims=False)
+    ins = insight.build(cfg, run_dir, res)
+    return {
+        m: {"batch_size": r.chosen.batch_size, "lr": r.chosen.lr, "proxy_test": r.chosen.test.as_dict()}
+        for m, r in ins.recommendation.items()
+        if r is not None
+    }
+
+
+def transfer(cfg: StudyConfig, run_dir: Path, recommended: dict) -> dict:
+    """Per method: the target's tuned test value at the recommended batch size against the interval of
+    the target's best batch size (chosen on the target's validation rows)."""
+    from lorasweep.report import insight, tuned
+
+    res = tuned.build(cfg, run_dir, cfg.report.metric, with_claims=False)
+    ins = insight.build(cfg, run_dir, res)
+    out = {}
+    for m, rec in recommended.items():
+        best = ins.best_batch.get(m)
+        at = res.tuned.get((m, rec["batch_size"]))
+        if best is None or at is None or at.estimate is None:
+            out[m] = {"transferred": None, "why": "the target has no tuned result for this batch size"}
+            continue
+        b = res.tuned[(m, best)].estimate
+        out[m] = {
+            "target_best_batch_size": best,
+            "target_best_test": b.as_dict(),
+            "target_test_at_recommended": at.estimate.as_dict(),
+            "target_lr_at_recommended": at.best.lr,
+            "transferred": b.lo <= at.estimate.mean <= b.hi,
+        }
+    return out
+
+
+def run_proxy(
+    cfg: StudyConfig,
+    rank: int,
+    model: str | None = None,
+    all_seeds: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    from lorasweep import study
+
+    pcfg = proxy_config(cfg, rank, model, all_seeds)
+    pdir = Path(pcfg.output_dir)
+    log(
+        f"proxy study: rank {pcfg.adapter.rank}, model {pcfg.model.source}, seeds {pcfg.train.seeds} -> {pdir}"
+    )
+    study.run(pcfg, log)
+    out: dict = {
+        "proxy": {"rank": pcfg.adapter.rank, "model": pcfg.model.source, "seeds": pcfg.train.seeds},
+        "recommendation": recommend(pcfg, pdir),
+        "proxy_flops": study_flops(pdir),
+    }
+    target = Path(cfg.output_dir)
+    if (target / "trials").is_dir() and (target / "study.json").exists():
+        out["transfer"] = transfer(cfg, target, out["recommendation"])
+        full = study_flops(target)
+        out["target_flops"] = full
+        out["compute_ratio"] = out["proxy_flops"] / full if full and out["proxy_flops"] is not None else None
+    else:
+        out["transfer"] = None
+        out["why_no_transfer"] = f"no target results in {target} (run `lorasweep run` on the target config)"
+    results.atomic_write_json(pdir / "proxy.json", out)
+    for m, r in out["recommendation"].items():
+        t = (out["transfer"] or {}).get(m, {})
+        verdict = "" if not t else f"; target: transferred={t.get('transferred')}"
+        log(f"{m:<8} recommended B={r['batch_size']} LR={r['lr']:g}{verdict}")
+    if out.get("compute_ratio") is not None:
+        log(f"proxy compute / target compute = {out['compute_ratio']:.2f} (training FLOPs)")
+    return out

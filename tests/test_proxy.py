@@ -1,0 +1,50 @@
+"""lorasweep proxy: the proxy config, the transfer verdict and the compute ratio."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lorasweep import proxy
+from lorasweep.cli import main
+from lorasweep.config import load_config
+from lorasweep.errors import UserError
+from tests.report.conftest import study  # noqa: F401  (the synthetic bracketed study)
+from tests.sweep.test_end_to_end import MICRO
+
+
+def test_proxy_config_changes_rank_alpha_seeds_and_directory_only():
+    cfg = load_config("configs/demo.yaml")
+    p = proxy.proxy_config(cfg, rank=2, model=None)
+    assert (p.adapter.rank, p.adapter.alpha) == (2, cfg.adapter.alpha * 2 / cfg.adapter.rank)  # alpha/r kept
+    assert p.train.seeds == cfg.train.seeds[:1] and p.train.batch_sizes == cfg.train.batch_sizes
+    assert p.data == cfg.data and p.output_dir == f"{cfg.output_dir}-proxy-r2"
+    assert proxy.proxy_config(cfg, 2, None, all_seeds=True).train.seeds == cfg.train.seeds
+    with pytest.raises(UserError, match="--rank"):
+        proxy.proxy_config(cfg, 0, None)
+
+
+def test_transfer_compares_with_the_best_batch_sizes_interval(study):  # noqa: F811
+    cfg, run_dir, _ = study
+    best = json.loads((run_dir / "report" / "summary.json").read_text())["insight"]["best_batch_size"]
+    out = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": best["lora"], "lr": 1e-3}})
+    assert out["lora"]["transferred"] is True  # the best batch size is inside its own interval
+    assert out["lora"]["target_best_batch_size"] == best["lora"]
+    missing = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": 7, "lr": 1e-3}})
+    assert missing["lora"]["transferred"] is None
+    # FLOPs of every trial: tokens 1000 x (4 x 100000 + 6 x 1000) each
+    n = len(list((run_dir / "trials").iterdir()))
+    assert proxy.study_flops(run_dir) == pytest.approx(n * 1000 * 406000)
+
+
+@pytest.mark.slow
+def test_proxy_cli_end_to_end(tmp_path):
+    target = [f"output_dir={tmp_path / 'run'}", *MICRO, "train.seeds=[0,1]", "adapter.methods=[lora]"]
+    assert main(["run", "configs/demo.yaml", *target]) == 0
+    assert main(["proxy", "configs/demo.yaml", *target, "--rank", "1"]) == 0
+    out = json.loads((tmp_path / "run-proxy-r1" / "proxy.json").read_text())
+    assert out["proxy"] == {"rank": 1, "model": "builtin:tinyworld", "seeds": [0]}
+    assert out["recommendation"]["lora"]["batch_size"] in (4, 16)
+    assert out["transfer"]["lora"]["transferred"] in (True, False)
+    assert 0.3 < out["compute_ratio"] < 0.6  # one seed of two, a smaller adapter
