@@ -3,7 +3,7 @@
 Covered: training tokens/s (input and label tokens) of LoRA, PiSSA and MiLoRA at two effective batch
 sizes through the real training loop (``train/loop.py``), adapter initialisation time (PiSSA/MiLoRA
 SVD), greedy generation tokens/s at batch 1 and 16 (the evaluation path, ``evals/generate.py``, on the
-merged adapter), and peak RSS.  One torch thread, as sweep workers run (REFERENCE.md section 7).
+merged adapter), and peak RSS.  One torch thread, as sweep workers run (docs/method.md, "CPU defaults").
 
 Not covered: GPUs (``bench/gpu_check.sh``), several processes, models other than ``--model``.
 
