@@ -116,8 +116,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         study.run(cfg)
     elif args.command == "train":
+        from lorasweep.rundir import RunDir
         from lorasweep.sweep.grid import Trial
-        from lorasweep.sweep.local import trial_dir
         from lorasweep.sweep.trial import run_trial
 
         trial = Trial(
@@ -126,13 +126,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.lr or cfg.train.learning_rates[0],
             args.seed if args.seed is not None else cfg.train.seeds[0],
         )
-        out = trial_dir(Path(cfg.output_dir), trial)
+        run_dir = RunDir(cfg.output_dir)
         study.preflight(cfg)  # bad data: exit 2 before anything is written
-        record = run_trial(cfg, trial, out)
+        record = run_trial(cfg, trial, run_dir)
         from lorasweep.train.device import end_distributed
 
         end_distributed()  # under torchrun / accelerate launch
-        print(f"{trial.id}: {record['state']} -> {out}")
+        print(f"{trial.id}: {record['state']} -> {run_dir.trial(trial).path}")
         return 0 if record["state"] != "failed" else 1
     return 0
 

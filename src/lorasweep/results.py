@@ -27,6 +27,7 @@ from lorasweep.errors import UserError
 SCHEMA_VERSION = 1
 STATES = ("pending", "running", "completed", "diverged", "failed")
 TERMINAL = ("completed", "diverged")  # a resumed sweep never re-runs these
+STATUS_FILE = "status.json"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -83,7 +84,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_state(trial_dir: Path) -> str:
-    path = trial_dir / "status.json"
+    path = trial_dir / STATUS_FILE
     if not path.exists():
         return "pending"
     status = read_json(path)
@@ -97,7 +98,7 @@ def read_state(trial_dir: Path) -> str:
 
 def write_status(trial_dir: Path, state: str, **extra: Any) -> None:
     assert state in STATES, state
-    atomic_write_json(trial_dir / "status.json", {"schema": SCHEMA_VERSION, "state": state, **extra})
+    atomic_write_json(trial_dir / STATUS_FILE, {"schema": SCHEMA_VERSION, "state": state, **extra})
 
 
 # ---------------------------------------------------------------- provenance

@@ -9,6 +9,7 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.config import StudyConfig, from_dict, to_dict
 from lorasweep.errors import UserError
+from lorasweep.rundir import RunDir
 from lorasweep.sweep import grid
 
 
@@ -132,16 +133,16 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     from lorasweep import models
     from lorasweep.sweep.trial import evaluate_model, result_config
 
-    out = run_dir / "baseline"
+    rd = RunDir(run_dir)
     conf = result_config(cfg)
-    if (out / "metrics.json").exists():
-        stored = results.read_json(out / "config.json")
+    if rd.baseline_metrics.exists():
+        stored = results.read_json(rd.baseline_config)
         if result_config(from_dict(stored)) == conf:
             return
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
-    metrics = evaluate_model(cfg, model, tok, out, run_dir)
-    results.atomic_write_json(out / "config.json", conf)
-    results.atomic_write_json(out / "metrics.json", metrics)
+    metrics = evaluate_model(cfg, model, tok, rd.baseline, rd.baseline_validation, rd.judge_cache)
+    results.atomic_write_json(rd.baseline_config, conf)
+    results.atomic_write_json(rd.baseline_metrics, metrics)
 
 
 def _log(message: str) -> None:
@@ -202,24 +203,23 @@ def check_selection(cfg: StudyConfig) -> None:
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.report.render import build_report
-    from lorasweep.sweep.local import existing_trials, run_sweep, todo
+    from lorasweep.sweep.local import run_sweep, todo
     from lorasweep.sweep.lock import RunLock
     from lorasweep.sweep.search import run_rounds
 
     t0 = time.time()
     run_dir = Path(cfg.output_dir)
+    rd = RunDir(run_dir)
     preflight(cfg)
     if run_dir.exists():  # refuse a run dir of another version or config before writing anything
-        if (run_dir / "study.json").exists():
+        if rd.study.exists():
             load_study(run_dir)
-        todo(cfg, existing_trials(run_dir), run_dir)
+        todo(cfg, rd.existing_trials(), run_dir)
     rows, _ = plan(cfg)
     steps = {r.trial.batch_size: r.steps for r in rows}
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        results.atomic_write_json(
-            run_dir / "study.json", {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)}
-        )
+        results.atomic_write_json(rd.study, {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)})
         splits = {r.split.effective: r.split.describe() for r in rows}
         for b in sorted(splits):
             log(splits[b])
@@ -242,7 +242,7 @@ def report_metrics(cfg: StudyConfig) -> list[str]:
 
 
 def load_study(run_dir: Path) -> StudyConfig:
-    path = run_dir / "study.json"
+    path = RunDir(run_dir).study
     if not path.exists():
         raise UserError("not a lorasweep run directory (no study.json)", str(run_dir))
     data = results.read_json(path)
@@ -252,13 +252,13 @@ def load_study(run_dir: Path) -> StudyConfig:
 
 
 def status_table(run_dir: Path) -> str:
-    from lorasweep.sweep.local import existing_trials, trial_dir
     from lorasweep.sweep.search import describe_cells
 
     cfg = load_study(run_dir)
+    rd = RunDir(run_dir)
     by_state: dict[str, list[str]] = {s: [] for s in results.STATES}
     lines = []
-    trials = list(dict.fromkeys(trials_of(cfg) + existing_trials(run_dir)))
+    trials = list(dict.fromkeys(trials_of(cfg) + rd.existing_trials()))
     for t in sorted(
         trials,
         key=lambda t: (
@@ -268,14 +268,14 @@ def status_table(run_dir: Path) -> str:
             t.seed,
         ),
     ):
-        d = trial_dir(run_dir, t)
-        state = results.read_state(d)
+        d = rd.trial(t)
+        state = d.state()
         by_state[state].append(t.id)
         extra = ""
-        if state == "running" and (d / "steps.jsonl").exists():
-            extra = f"step {sum(1 for _ in (d / 'steps.jsonl').open())}"
+        if state == "running" and d.steps.exists():
+            extra = f"step {d.steps_done()}"
         elif state in ("diverged", "failed"):
-            st = results.read_json(d / "status.json")
+            st = results.read_json(d.status)
             extra = (
                 f"at step {st.get('diverged_at')}: {st.get('reason')}"
                 if state == "diverged"

@@ -14,6 +14,7 @@ from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.report import figures, summary, tuned
 from lorasweep.report.load import unit
+from lorasweep.rundir import RunDir
 
 
 def _fmt(v: float | None) -> str:
@@ -26,7 +27,7 @@ def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = No
     from lorasweep.sweep.trial import selection_metric, validation_source
 
     metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
-    out = run_dir / "report"
+    out = RunDir(run_dir).report
     out.mkdir(exist_ok=True)
     primary = tuned.build(cfg, run_dir, metrics[0])
     level = f"{cfg.report.confidence:.0%}"

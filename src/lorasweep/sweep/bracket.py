@@ -164,4 +164,3 @@ def _nb(spec: SearchSpec, at: dict[int, Score], j: int) -> tuple[float | None, f
     lower = [k for k in at if k < j]
     upper = [k for k in at if k > j]
     return (spec.lr(max(lower)) if lower else None, spec.lr(min(upper)) if upper else None)
-

@@ -19,25 +19,10 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.config import StudyConfig, from_dict
 from lorasweep.errors import ConfigError, UserError
+from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial, schedule_order
 from lorasweep.sweep.lock import RunLock
 from lorasweep.sweep.trial import result_config, run_trial
-
-
-def trial_dir(run_dir: Path, trial: Trial) -> Path:
-    return run_dir / "trials" / trial.id
-
-
-def existing_trials(run_dir: Path) -> list[Trial]:
-    """Every trial with a directory (and config) in ``run_dir``."""
-    out = []
-    trials = run_dir / "trials"
-    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
-        if (d / "config.json").exists():
-            t = results.read_json(d / "config.json").get("trial")
-            if isinstance(t, dict):
-                out.append(Trial(t["method"], t["batch_size"], t["lr"], t["seed"]))
-    return out
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -61,7 +46,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(cfg: StudyConfig, trial: Trial, run_dir: str) -> dict:
-    return run_trial(cfg, trial, trial_dir(Path(run_dir), trial), log=lambda m: None)
+    return run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None)
 
 
 def same_trial_config(stored: dict, cfg: StudyConfig, trial: Trial) -> bool:
@@ -78,10 +63,9 @@ def todo(cfg: StudyConfig, trials: list[Trial], run_dir: Path) -> list[Trial]:
     """Trials still to run; refuses a run directory whose finished trials used a different config."""
     out = []
     for t in trials:
-        d = trial_dir(run_dir, t)
-        state = results.read_state(d)
-        if state in results.TERMINAL:
-            if not same_trial_config(results.read_json(d / "config.json"), cfg, t):
+        d = RunDir(run_dir).trial(t)
+        if d.state() in results.TERMINAL:
+            if not same_trial_config(results.read_json(d.config), cfg, t):
                 raise UserError(
                     f"holds trial {t.id} run with a different config; use another output_dir",
                     str(run_dir),
@@ -116,7 +100,7 @@ def run_sweep(
         if cfg.sweep.backend == "inprocess":
             for t in pending:
                 progress.started(t)
-                progress.finished(t, run_trial(cfg, t, trial_dir(run_dir, t), log=log))
+                progress.finished(t, run_trial(cfg, t, RunDir(run_dir), log=log))
             return
         _run_pool(cfg, pending, run_dir, progress)
 
@@ -184,7 +168,6 @@ class Progress:
         self.last_tick = time.time()
         parts = []
         for tid in self.running:
-            path = self.run_dir / "trials" / tid / "steps.jsonl"
-            n = sum(1 for _ in path.open()) if path.exists() else 0
+            n = RunDir(self.run_dir).trial(tid).steps_done()
             parts.append(f"{tid} step {n}/{self.steps.get(tid, '?')}")
         self.log("        running: " + "; ".join(parts))

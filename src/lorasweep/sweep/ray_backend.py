@@ -29,8 +29,9 @@ from typing import Any
 from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
+from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.local import Progress, same_trial_config, todo, trial_dir
+from lorasweep.sweep.local import Progress, same_trial_config, todo
 from lorasweep.sweep.lock import RunLock
 from lorasweep.sweep.trial import run_trial
 
@@ -133,21 +134,21 @@ def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cw
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     trial = Trial(**config["trial"])
-    d = trial_dir(Path(run_dir), trial)
+    d = RunDir(run_dir).trial(trial)
     if _finished(cfg, trial, d):  # Ray's state can lag the files (driver killed before saving it)
-        record = {**results.read_json(d / "status.json"), "skipped": True}
+        record = {**results.read_json(d.status), "skipped": True}
     else:
-        record = {**run_trial(cfg, trial, d, log=lambda m: None), "skipped": False}
+        record = {**run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None), "skipped": False}
     if record["state"] == "failed":
-        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d / 'error.txt'})")
+        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d.error})")
     keep = ("state", "seconds", "steps", "skipped", "diverged_at", "reason")
     tune.report({"trial": trial.id, **{k: record[k] for k in keep if k in record}})
 
 
-def _finished(cfg: StudyConfig, trial: Trial, d: Path) -> bool:
-    if results.read_state(d) not in results.TERMINAL:
+def _finished(cfg: StudyConfig, trial: Trial, d: TrialDir) -> bool:
+    if d.state() not in results.TERMINAL:
         return False
-    return same_trial_config(results.read_json(d / "config.json"), cfg, trial)
+    return same_trial_config(results.read_json(d.config), cfg, trial)
 
 
 def _trial_name(trial: Any) -> str:
@@ -199,7 +200,7 @@ def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RayS
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    storage = run_dir / "ray"
+    storage = RunDir(run_dir).ray
     restored = _restore(tune, _last_experiment(storage), trainable, pending, run_dir, log)
     if restored is not None:
         return restored
@@ -257,7 +258,7 @@ def _would_run(tuner: Any, run_dir: Path) -> set[str]:
     for tid, r in _by_trial(tuner.get_results()):
         if r.error is None and "state" in (r.metrics or {}):
             continue
-        if results.read_state(run_dir / "trials" / tid) not in results.TERMINAL:
+        if RunDir(run_dir).trial(tid).state() not in results.TERMINAL:
             out.add(tid)
     return out
 
@@ -272,7 +273,7 @@ def _by_trial(grid: Any) -> Iterator[tuple[str, Any]]:
 
 def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
     """Every trial must have reached a final state; else Ray lost it (error) or Tune was interrupted."""
-    left = {t.id for t in pending if results.read_state(trial_dir(run_dir, t)) not in _OVER}
+    left = {t.id for t in pending if RunDir(run_dir).trial(t).state() not in _OVER}
     if not left:
         return
     lost = {tid: r.error for tid, r in _by_trial(grid) if tid in left and r.error is not None}
@@ -296,7 +297,7 @@ def _watching(progress: Progress, pending: list[Trial], run_dir: Path) -> Iterat
         while True:
             last = stop.is_set()
             for t in pending:
-                _observe(progress, t, trial_dir(run_dir, t), t0, seen)
+                _observe(progress, t, RunDir(run_dir).trial(t), t0, seen)
             progress.tick()
             if last:
                 return
@@ -311,8 +312,8 @@ def _watching(progress: Progress, pending: list[Trial], run_dir: Path) -> Iterat
         thread.join(timeout=30)
 
 
-def _observe(progress: Progress, t: Trial, d: Path, t0: float, seen: dict[str, str]) -> None:
-    path = d / "status.json"
+def _observe(progress: Progress, t: Trial, d: TrialDir, t0: float, seen: dict[str, str]) -> None:
+    path = d.status
     if not path.exists() or seen.get(t.id) in _OVER:
         return
     try:

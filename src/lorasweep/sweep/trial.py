@@ -20,6 +20,7 @@ import torch
 
 from lorasweep import results
 from lorasweep.config import StudyConfig, to_dict
+from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial
 
 # Settings that do not change a trial's result: the grid's other points, where and how it is run,
@@ -132,23 +133,26 @@ def validation_rows(cfg: StudyConfig) -> list[dict]:
     return _validation_rows(task, source, cfg.data.format, 0, 0, sel.num_examples)
 
 
-def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, run_dir: Path, generator=None) -> dict:
-    """Every configured task on its test rows, and the selection task on its validation rows
-    (under ``"validation"``), each with generation, scoring and held-out loss -> metrics by task."""
+def evaluate_model(
+    cfg: StudyConfig, model, tok, out_dir: Path, validation_dir: Path, judge_cache: Path, generator=None
+) -> dict:
+    """Every configured task on its test rows (files in ``out_dir``), and the selection task on its
+    validation rows (under ``"validation"``, files in ``validation_dir``), each with generation,
+    scoring and held-out loss -> metrics by task."""
     metrics = {}
     for task in cfg.eval.tasks:
         metrics[task] = _evaluate_rows(
-            cfg, task, eval_rows(cfg, task), model, tok, out_dir, run_dir, generator
+            cfg, task, eval_rows(cfg, task), model, tok, out_dir, judge_cache, generator
         )
     task = selection_task(cfg)
     rows = validation_rows(cfg)
-    val = _evaluate_rows(cfg, task, rows, model, tok, out_dir / "validation", run_dir, generator)
+    val = _evaluate_rows(cfg, task, rows, model, tok, validation_dir, judge_cache, generator)
     metrics["validation"] = {task: val}
     return metrics
 
 
 def _evaluate_rows(
-    cfg: StudyConfig, task: str, rows, model, tok, out_dir: Path, run_dir: Path, generator
+    cfg: StudyConfig, task: str, rows, model, tok, out_dir: Path, judge_cache: Path, generator
 ) -> dict:
     from lorasweep import evals
     from lorasweep.data import templates, tokenize
@@ -158,7 +162,7 @@ def _evaluate_rows(
         cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size, generator=generator
     )
     # one judgment cache per run: a re-run trial never pays for a judgment twice
-    options = {"judge": dataclasses.asdict(cfg.eval.judge), "judge_cache": str(run_dir / "judge-cache.jsonl")}
+    options = {"judge": dataclasses.asdict(cfg.eval.judge), "judge_cache": str(judge_cache)}
     metrics = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
     spec = evals.EVALUATORS[task]
     if cfg.eval.heldout_loss and spec.reference is not None:
@@ -174,46 +178,48 @@ def _evaluate_rows(
     return metrics
 
 
-def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate one trial into ``trial_dir`` (cleared first); return its status record.
+def run_trial(cfg: StudyConfig, trial: Trial, run_dir: RunDir, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate one trial into its directory of ``run_dir`` (cleared first); return its
+    status record.
 
     Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
     so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
-    Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches ``trial_dir``.
+    Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches the directory.
     """
     from lorasweep.train import device
 
     main = device.is_main_process()
     started = time.time()
+    td = run_dir.trial(trial)
     if main:
-        if trial_dir.exists():
-            shutil.rmtree(trial_dir)
-        trial_dir.mkdir(parents=True)
-        results.atomic_write_json(trial_dir / "config.json", trial_config(cfg, trial))
-        results.write_status(trial_dir, "running", started=started)
+        if td.path.exists():
+            shutil.rmtree(td.path)
+        td.path.mkdir(parents=True)
+        results.atomic_write_json(td.config, trial_config(cfg, trial))
+        results.write_status(td.path, "running", started=started)
     try:
-        outcome = _train_and_evaluate(cfg, trial, trial_dir, log)
+        outcome = _train_and_evaluate(cfg, trial, td, run_dir, log)
     except Exception as e:  # recorded, not raised: one bad trial must not stop a sweep
         tb = traceback.format_exc()
         if not main:
             log(tb)
             return {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
-        results.atomic_write_text(trial_dir / "error.txt", tb)
+        results.atomic_write_text(td.error, tb)
         record = {
             "state": "failed",
             "error": f"{type(e).__name__}: {e}",
             "started": started,
             "seconds": time.time() - started,
         }
-        results.write_status(trial_dir, **record)
+        results.write_status(td.path, **record)
         return record
     record = {"started": started, "seconds": time.time() - started, **outcome}
     if main:
-        results.write_status(trial_dir, **record)
+        results.write_status(td.path, **record)
     return record
 
 
-def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) -> dict:
+def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: TrialDir, run_dir: RunDir, log) -> dict:
     from accelerate import Accelerator
 
     from lorasweep import adapters, models
@@ -259,7 +265,7 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         divergence_factor=cfg.train.divergence_factor,
     )
     main = accelerator.is_main_process
-    with (trial_dir / "steps.jsonl").open("w") if main else contextlib.nullcontext() as steplog:
+    with trial_dir.steps.open("w") if main else contextlib.nullcontext() as steplog:
 
         def on_step(record: dict) -> None:
             if steplog is None:
@@ -295,9 +301,9 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     }
     metrics: dict = {"train": train_metrics}
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(trial_dir / "adapter")  # valid on the (residual) base it trained on
+        unwrapped.save_pretrained(trial_dir.adapter)  # valid on the (residual) base it trained on
         if residual:  # valid on the original base model
-            export.export_plain_lora(unwrapped, init_state, trial_dir / "adapter_plain_lora")
+            export.export_plain_lora(unwrapped, init_state, trial_dir.plain_adapter)
     if result.status == "completed" and accelerator.is_main_process:
         t = time.perf_counter()
         merged = unwrapped.merge_and_unload()  # ~1.4x faster generation; same function
@@ -306,16 +312,18 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
             from lorasweep.evals.vllm_backend import vllm_generator
 
-            adapter_dir = trial_dir / ("adapter_plain_lora" if residual else "adapter")
+            adapter_dir = trial_dir.plain_adapter if residual else trial_dir.adapter
             base = models.resolve_source(cfg.model.source)
             generator = vllm_generator(base, adapter_dir, cfg.model.dtype, cfg.eval.max_new_tokens)
         metrics.update(
-            evaluate_model(cfg, merged, tok, trial_dir / "eval", trial_dir.parent.parent, generator)
+            evaluate_model(
+                cfg, merged, tok, trial_dir.eval, trial_dir.validation_eval, run_dir.judge_cache, generator
+            )
         )
         timings["eval"] = time.perf_counter() - t
     if accelerator.is_main_process:
-        results.atomic_write_json(trial_dir / "metrics.json", metrics)
-        results.atomic_write_json(trial_dir / "provenance.json", {**results.provenance(), "timings": timings})
+        results.atomic_write_json(trial_dir.metrics, metrics)
+        results.atomic_write_json(trial_dir.provenance, {**results.provenance(), "timings": timings})
     outcome = {"state": result.status, "steps": result.steps_done}
     if result.status == "diverged":
         outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
