@@ -9,7 +9,6 @@ loading anything (types, ranges, registry names); builders validate the rest whe
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lorasweep.errors import ConfigError
+from lorasweep.errors import ConfigError, did_you_mean
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -299,7 +298,7 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
             continue
         if "choices" in meta and v not in meta["choices"]:
             raise ConfigError(
-                f"must be one of {', '.join(meta['choices'])}; got {v!r}{_nearest(v, meta['choices'])}", k
+                f"must be one of {', '.join(meta['choices'])}; got {v!r}{did_you_mean(v, meta['choices'])}", k
             )
         if "min" in meta and v < meta["min"]:
             raise ConfigError(f"must be >= {meta['min']}, got {v}", k)
@@ -307,11 +306,6 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
             raise ConfigError(f"must be > {meta['gt']}, got {v}", k)
         if "lt" in meta and v >= meta["lt"]:
             raise ConfigError(f"must be < {meta['lt']}, got {v}", k)
-
-
-def _nearest(name: str, valid: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -322,7 +316,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         full = f"{prefix}{key}"
         if key not in fields:
             siblings = [f"{prefix}{name}" for name in fields]
-            hint = _nearest(full, siblings) or _nearest(full, _all_keys(StudyConfig))
+            hint = did_you_mean(full, siblings) or did_you_mean(full, _all_keys(StudyConfig))
             raise ConfigError(f"unknown key{hint}", full)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -389,13 +383,13 @@ def _cross_checks(cfg: StudyConfig) -> None:
     for i, m in enumerate(cfg.adapter.methods):
         if m not in METHODS:
             raise ConfigError(
-                f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{_nearest(m, METHODS)}",
+                f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{did_you_mean(m, METHODS)}",
                 f"adapter.methods[{i}]",
             )
     for i, t in enumerate(cfg.eval.tasks):
         if t not in EVALUATORS:
             raise ConfigError(
-                f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{_nearest(t, EVALUATORS)}",
+                f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{did_you_mean(t, EVALUATORS)}",
                 f"eval.tasks[{i}]",
             )
         if t not in cfg.eval.data and EVALUATORS[t].default_data is None:
@@ -403,7 +397,7 @@ def _cross_checks(cfg: StudyConfig) -> None:
     for t in cfg.eval.data:
         if t not in cfg.eval.tasks:
             raise ConfigError(
-                f"data for a task not in eval.tasks {cfg.eval.tasks}{_nearest(t, cfg.eval.tasks)}",
+                f"data for a task not in eval.tasks {cfg.eval.tasks}{did_you_mean(t, cfg.eval.tasks)}",
                 f"eval.data.{t}",
             )
     for name in ("batch_sizes", "learning_rates", "seeds"):
@@ -432,7 +426,9 @@ def _search_checks(cfg: StudyConfig) -> None:
         raise ConfigError(f"must be below train.bracket.max_lr ({br.max_lr:g})", "train.bracket.min_lr")
     for m, lr in br.start_lr.items():
         if m not in METHODS:  # a method outside this study's list is allowed (configs are shared)
-            raise ConfigError(f"unknown adapter method{_nearest(m, METHODS)}", f"train.bracket.start_lr.{m}")
+            raise ConfigError(
+                f"unknown adapter method{did_you_mean(m, METHODS)}", f"train.bracket.start_lr.{m}"
+            )
         if not br.min_lr <= lr <= br.max_lr:
             raise ConfigError(
                 f"{lr:g} lies outside [min_lr, max_lr] = [{br.min_lr:g}, {br.max_lr:g}]",
