@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lorasweep.errors import UserError
+from lorasweep.jsonl import read_jsonl as read_jsonl  # the one reader; kept importable from here
 
 SCHEMA_VERSION = 1
 STATES = ("pending", "running", "completed", "diverged", "failed")
@@ -69,18 +70,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"corrupt JSON ({e.msg})", f"{path}:{e.lineno}") from None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"invalid JSON ({e.msg})", f"{path}:{lineno}") from None
-    return rows
 
 
 def read_state(trial_dir: Path) -> str:

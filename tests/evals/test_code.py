@@ -177,7 +177,7 @@ def test_evaluator_names():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "not JSON"),
+        ("{not json", "invalid JSON"),
         ('["a list"]', "JSON object"),
         ('{"task_id": 1, "text": "t", "code": "c"}', "missing field"),
         ('{"task_id": 1, "text": "t", "code": "c", "test_list": "assert 1"}', "test_list"),

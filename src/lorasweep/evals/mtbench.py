@@ -25,7 +25,6 @@ template; with ``plain`` / ``alpaca`` the transcript continues in the template's
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable
 from importlib import resources
@@ -40,7 +39,8 @@ from lorasweep.evals.judge import make_backend
 from lorasweep.evals.judge.parse import OK, OUT_OF_RANGE, UNPARSEABLE
 from lorasweep.evals.judge.prompts import PROMPT_VERSION, uses_reference
 from lorasweep.evals.judge.stage import FAILED, judge_records
-from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+from lorasweep.jsonl import iter_jsonl, read_jsonl
+from lorasweep.results import atomic_write_json, write_jsonl
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 # FastChat's llm_judge temperature_config, for sampling like the MT-Bench paper (default here: greedy)
@@ -106,7 +106,7 @@ def load_questions(path: str | Path, references: dict | None = None) -> list[dic
     its ``question.jsonl`` are not what its judge is shown).
     """
     rows = []
-    for lineno, row in _jsonl(Path(path)):
+    for lineno, row in iter_jsonl(path):
         if isinstance(row, dict) and references is not None and uses_reference(row.get("category", "")):
             row = {**row, "reference": references.get(row.get("question_id"))}
         try:
@@ -119,7 +119,7 @@ def load_questions(path: str | Path, references: dict | None = None) -> list[dic
 def load_references(path: str | Path) -> dict:
     """question_id -> [turn-1, turn-2] from a FastChat model-answer file (``reference_answer/*.jsonl``)."""
     out = {}
-    for lineno, row in _jsonl(Path(path)):
+    for lineno, row in iter_jsonl(path):
         try:
             out[row["question_id"]] = list(row["choices"][0]["turns"])
         except (KeyError, IndexError, TypeError):
@@ -139,18 +139,6 @@ def load_builtin() -> list[dict]:
         return load_questions(
             folder / "question.jsonl", load_references(folder / "reference_answer" / "gpt-4.jsonl")
         )
-
-
-def _jsonl(path: Path):
-    if not path.is_file():
-        raise UserError("file not found", str(path))
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"invalid JSON ({e.msg})", f"{path}:{lineno}") from None
 
 
 # ---------------------------------------------------------------- two-turn generation

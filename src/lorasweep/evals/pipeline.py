@@ -14,7 +14,8 @@ from pathlib import Path
 from lorasweep.data import templates
 from lorasweep.evals.generate import generate
 from lorasweep.evals.registry import get
-from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+from lorasweep.jsonl import read_jsonl
+from lorasweep.results import atomic_write_json, write_jsonl
 
 
 @dataclass(frozen=True)

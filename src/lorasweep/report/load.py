@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lorasweep import results
 from lorasweep.errors import UserError
+from lorasweep.jsonl import read_jsonl
 from lorasweep.rundir import RunDir
 
 
@@ -89,7 +90,7 @@ def item_scores(eval_dir: Path, metric: str) -> list[float] | None:
         return None
     scale = 100.0 if unit(metric) == "%" else 1.0
     out = []
-    for item in results.read_jsonl(path):
+    for item in read_jsonl(path):
         scores = item.get("scores")
         if isinstance(scores, dict) and isinstance(scores.get(name), dict) and "correct" in scores[name]:
             out.append(scale * float(scores[name]["correct"]))

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from lorasweep.jsonl import iter_jsonl
+
 
 def content_hash(messages: list[dict]) -> str:
     return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
@@ -35,13 +37,10 @@ class JudgmentCache:
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                        self._entries[entry["key"]] = entry
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line: that judgment is simply asked again
+            # a torn last line is skipped: that judgment is simply asked again
+            for _, entry in iter_jsonl(self.path, skip_invalid=True):
+                if isinstance(entry, dict) and "key" in entry:
+                    self._entries[entry["key"]] = entry
 
     def __len__(self) -> int:
         return len(self._entries)
