@@ -202,9 +202,9 @@ def check_selection(cfg: StudyConfig) -> None:
 
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
+    from lorasweep.locks import RunLock
     from lorasweep.report.render import build_report
     from lorasweep.sweep.local import run_sweep, todo
-    from lorasweep.sweep.lock import RunLock
     from lorasweep.sweep.search import run_rounds
 
     t0 = time.time()

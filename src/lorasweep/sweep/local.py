@@ -19,9 +19,9 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.config import StudyConfig, from_dict
 from lorasweep.errors import ConfigError, UserError
+from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.lock import RunLock
 from lorasweep.sweep.trial import result_config, run_trial
 
 

@@ -29,10 +29,10 @@ from typing import Any
 from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
+from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial, schedule_order
 from lorasweep.sweep.local import Progress, same_trial_config, todo
-from lorasweep.sweep.lock import RunLock
 from lorasweep.sweep.trial import run_trial
 
 EXPERIMENT_PREFIX = "sweep-"  # Ray experiments under run_dir/ray are named sweep-<UTC time>
