@@ -42,11 +42,11 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
     if source.removeprefix("builtin:") in tinyworld.VARIANTS and source.startswith("builtin:"):
         rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split, source))]
     elif source == "builtin:humaneval":
-        from lorasweep.evals.code import load_humaneval
+        from lorasweep.data.humaneval import load_humaneval
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_humaneval())]
     elif source == "builtin:mtbench":
-        from lorasweep.evals.mtbench import load_builtin
+        from lorasweep.data.mtbench import load_builtin
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_builtin())]
     elif source.startswith("builtin:"):

