@@ -10,6 +10,8 @@ from lorasweep.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lorasweep.config import SWEEP_BACKENDS
+
     p = argparse.ArgumentParser(prog="lorasweep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -20,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         return s
 
     r = with_config("run", "the whole study: sweep, evaluation, report (re-run to resume)")
-    r.add_argument("--backend", choices=("local", "inprocess", "ray"), help="same as sweep.backend=...")
+    r.add_argument("--backend", choices=SWEEP_BACKENDS, help="same as sweep.backend=...")
     t = with_config("train", "one trial (defaults: the first value of each grid axis)")
     t.add_argument("--method")
     t.add_argument("--batch-size", type=int)

@@ -19,6 +19,9 @@ import yaml
 
 from lorasweep.errors import ConfigError, did_you_mean
 
+# the names of sweep/backends.py's registry, here so that loading a config imports no backend (a test
+# checks that they agree)
+SWEEP_BACKENDS = ("local", "inprocess", "ray")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -163,7 +166,7 @@ class TrainConfig:
 
 @dataclass
 class SweepConfig:
-    backend: str = _f("local", "where trials run", choices=("local", "inprocess", "ray"))
+    backend: str = _f("local", "where trials run", choices=SWEEP_BACKENDS)
     workers: int = _f(
         2, "local worker processes (ray: CPUs of a cluster started here / cpus_per_trial)", min=1
     )

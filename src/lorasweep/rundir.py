@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorasweep import results
-from lorasweep.sweep.grid import Trial
+
+if TYPE_CHECKING:
+    from lorasweep.sweep.grid import Trial
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class TrialDir:
 
     def stored_trial(self) -> Trial | None:
         """The grid point recorded in config.json, or None where there is none (yet)."""
+        from lorasweep.sweep.grid import Trial
+
         if not self.config.exists():
             return None
         t = results.read_json(self.config).get("trial")

@@ -27,13 +27,11 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
     Grid: one row per trial.  Bracket: one row per (batch size, seed) of the first method at its start
     LR (the split, steps and tokens do not depend on the LR or the method), then the reference trials.
     """
+    from lorasweep.data.cache import encoded_train, n_train
     from lorasweep.sweep.search import start_lr
-    from lorasweep.sweep.trial import n_train
 
     example_tokens, why = None, None
     try:
-        from lorasweep.sweep.trial import encoded_train
-
         enc = encoded_train(cfg)
         example_tokens = [len(e.input_ids) for e in enc]
     except UserError as e:
@@ -57,8 +55,8 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
 
 
 def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> str:
+    from lorasweep.evals.suite import selection_metric, validation_source
     from lorasweep.sweep.search import reference_point
-    from lorasweep.sweep.trial import selection_metric, validation_source
 
     t, n_m, n_b, n_s = cfg.train, len(cfg.adapter.methods), len(cfg.train.batch_sizes), len(cfg.train.seeds)
     if t.lr_search == "grid":
@@ -131,7 +129,8 @@ def _plan_search(cfg: StudyConfig) -> list[str]:
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     """Evaluate the untrained base model once (the line every trial is compared with)."""
     from lorasweep import models
-    from lorasweep.sweep.trial import evaluate_model, result_config
+    from lorasweep.evals.suite import evaluate_model
+    from lorasweep.sweep.resume import result_config
 
     rd = RunDir(run_dir)
     conf = result_config(cfg)
@@ -152,18 +151,16 @@ def _log(message: str) -> None:
 def preflight(cfg: StudyConfig) -> None:
     """Load (and cache) the tokenizer, training set and every evaluation set: bad data fails here,
     with exit code 2, before anything is written."""
+    from lorasweep.data.cache import encoded_train
     from lorasweep.evals.registry import data_source, get
-    from lorasweep.sweep.trial import encoded_train, eval_rows
+    from lorasweep.evals.suite import eval_rows
+    from lorasweep.sweep import backends
 
     if cfg.eval.backend == "vllm":
         from lorasweep.evals.vllm_backend import require_vllm
 
         require_vllm()
-    if cfg.sweep.backend == "ray":
-        from lorasweep.sweep.ray_backend import check_available, ray_settings
-
-        check_available()
-        ray_settings(cfg)
+    backends.get(cfg.sweep.backend).check(cfg)
     encoded_train(cfg)
     for task in cfg.eval.tasks:
         for i, row in enumerate(eval_rows(cfg, task)):
@@ -178,7 +175,7 @@ def check_selection(cfg: StudyConfig) -> None:
     """The validation rows load, are valid, and share no prompt with the test rows: a test row can
     never influence a choice."""
     from lorasweep.evals.registry import get
-    from lorasweep.sweep.trial import eval_rows, selection_task, validation_rows, validation_source
+    from lorasweep.evals.suite import eval_rows, selection_task, validation_rows, validation_source
 
     task = get(selection_task(cfg))
     where = validation_source(cfg)
@@ -204,7 +201,8 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
     from lorasweep.locks import RunLock
     from lorasweep.report.render import build_report
-    from lorasweep.sweep.local import run_sweep, todo
+    from lorasweep.sweep.backends import run_sweep
+    from lorasweep.sweep.resume import todo
     from lorasweep.sweep.search import run_rounds
 
     t0 = time.time()

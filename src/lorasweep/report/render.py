@@ -23,8 +23,8 @@ def _fmt(v: float | None) -> str:
 
 def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
     """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
+    from lorasweep.evals.suite import selection_metric, validation_source
     from lorasweep.study import report_metrics
-    from lorasweep.sweep.trial import selection_metric, validation_source
 
     metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
     out = RunDir(run_dir).report

@@ -78,8 +78,8 @@ def choices(cfg: StudyConfig, run_dir: Path, table) -> dict[tuple[str, int], ana
 
 
 def build(cfg: StudyConfig, run_dir: Path, metric: str, with_claims: bool = True) -> StudyResults:
+    from lorasweep.evals.suite import selection_metric
     from lorasweep.sweep.search import reference_point
-    from lorasweep.sweep.trial import selection_metric
 
     rows = load_trials(run_dir, metric, selection_metric(cfg))
     table = analysis.cells(rows)

@@ -32,7 +32,7 @@ from lorasweep.errors import UserError
 from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.local import Progress, same_trial_config, todo
+from lorasweep.sweep.resume import Progress, same_trial_config, todo
 from lorasweep.sweep.trial import run_trial
 
 EXPERIMENT_PREFIX = "sweep-"  # Ray experiments under run_dir/ray are named sweep-<UTC time>
@@ -71,6 +71,12 @@ def ray_settings(cfg: StudyConfig) -> RaySettings:
         threads=s.threads_per_worker,
         local_cpus=max(1, math.ceil(s.workers * cpus)),
     )
+
+
+def preflight(cfg: StudyConfig) -> None:
+    """Before anything is written: Ray is installed and the sweep's Ray settings are valid."""
+    check_available()
+    ray_settings(cfg)
 
 
 def check_available() -> None:

@@ -93,7 +93,7 @@ def disk_lrs(run_dir: Path, method: str, batch: int) -> list[float]:
 
 def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
     """The bracketed search's state of every (method, batch size), batch sizes in ascending order."""
-    from lorasweep.sweep.trial import selection_metric
+    from lorasweep.evals.suite import selection_metric
 
     br, metric = cfg.train.bracket, selection_metric(cfg)
     out = []
