@@ -25,6 +25,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -41,6 +42,9 @@ from lorasweep.evals.judge.prompts import PROMPT_VERSION
 from lorasweep.evals.judge.stage import FAILED, judge_records
 from lorasweep.jsonl import read_jsonl
 from lorasweep.results import atomic_write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from lorasweep.config import JudgeConfig
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 # FastChat's llm_judge temperature_config, for sampling like the MT-Bench paper (default here: greedy)
@@ -170,7 +174,7 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
     """The ``Task.run`` hook: generate both turns -> judge -> aggregate; returns the metrics.
 
     ``settings`` has ``template``, ``max_new_tokens``, ``batch_size``; ``options`` has ``judge`` (the
-    ``eval.judge`` section as a dict) and optionally ``judge_cache`` (a path), ``temperatures``
+    ``eval.judge`` section, a ``config.JudgeConfig``) and optionally ``judge_cache`` (a path), ``temperatures``
     (category -> temperature), ``seed`` and ``log`` (a callable taking one line).
     """
     questions = []
@@ -179,7 +183,9 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
             questions.append(normalise(row))
         except ValueError as e:
             raise UserError(str(e), f"mtbench row {i}") from None
-    judge_cfg = dict(options.get("judge") or {})
+    judge_cfg = options.get("judge")
+    if judge_cfg is None:
+        raise UserError("MT-Bench needs a judge", "eval.judge")
     make_backend(judge_cfg)  # a bad backend name or a missing API key fails before hours of generation
     temperatures = _check_temperatures(options.get("temperatures"))
     records = generate_answers(
@@ -198,7 +204,7 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
 
 def judge_generations(
     out_dir: Path,
-    judge_cfg: dict,
+    judge_cfg: JudgeConfig,
     cache_path: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:

@@ -58,7 +58,7 @@ def evaluate(
 ) -> dict:
     """All stages for one task; returns the aggregated metrics (and leaves every stage's file).
 
-    ``options`` carries task-specific plain settings (MT-Bench: ``{"judge": {...}}``).
+    ``options`` carries task-specific settings (MT-Bench: ``{"judge": JudgeConfig, "judge_cache": path}``).
     """
     spec = get(task)
     if spec.run is not None:

@@ -7,7 +7,6 @@ registry; the held-out response-token loss from ``heldout.py``.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from lorasweep.config import StudyConfig
@@ -77,7 +76,7 @@ def _evaluate_rows(
     settings = GenerationSettings(
         cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size, generator=generator
     )
-    options = {"judge": dataclasses.asdict(cfg.eval.judge), "judge_cache": str(judge_cache)}
+    options = {"judge": cfg.eval.judge, "judge_cache": str(judge_cache)}
     metrics = evaluate(task, model, tok, rows, settings, out_dir, options)
     spec = EVALUATORS[task]
     if cfg.eval.heldout_loss and spec.reference is not None:
