@@ -232,13 +232,6 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     return report
 
 
-def report_metrics(cfg: StudyConfig) -> list[str]:
-    """The study's report metric, then the primary metric of every other evaluated task."""
-    from lorasweep.evals.registry import EVALUATORS
-
-    return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
-
-
 def load_study(run_dir: Path) -> StudyConfig:
     path = RunDir(run_dir).study
     if not path.exists():

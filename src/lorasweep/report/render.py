@@ -21,10 +21,16 @@ def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def report_metrics(cfg: StudyConfig) -> list[str]:
+    """The study's report metric, then the primary metric of every other evaluated task."""
+    from lorasweep.evals.registry import EVALUATORS
+
+    return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
+
+
 def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
     """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
     from lorasweep.evals.suite import selection_metric, validation_source
-    from lorasweep.study import report_metrics
 
     metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
     out = RunDir(run_dir).report
