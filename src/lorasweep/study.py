@@ -242,12 +242,20 @@ def load_study(run_dir: Path) -> StudyConfig:
     return from_dict(data["config"])
 
 
+INTERRUPTED = "interrupted"  # shown for a trial left "running" by a runner that is gone
+
+
 def status_table(run_dir: Path) -> str:
+    """Trials by state; a trial whose status says ``running`` while no process holds the run
+    directory's lock (the runner was killed) is shown as ``interrupted``."""
+    from lorasweep.locks import runner_alive
     from lorasweep.sweep.search import describe_cells
 
     cfg = load_study(run_dir)
     rd = RunDir(run_dir)
-    by_state: dict[str, list[str]] = {s: [] for s in results.STATES}
+    alive = runner_alive(run_dir)
+    states = (*results.STATES[:2], INTERRUPTED, *results.STATES[2:])
+    by_state: dict[str, list[str]] = {s: [] for s in states}
     lines = []
     trials = list(dict.fromkeys(trials_of(cfg) + rd.existing_trials()))
     for t in sorted(
@@ -261,10 +269,14 @@ def status_table(run_dir: Path) -> str:
     ):
         d = rd.trial(t)
         state = d.state()
+        if state == "running" and not alive:
+            state = INTERRUPTED
         by_state[state].append(t.id)
         extra = ""
-        if state == "running" and d.steps.exists():
+        if state in ("running", INTERRUPTED) and d.steps.exists():
             extra = f"step {d.steps_done()}"
+        if state == INTERRUPTED:
+            extra = f"{extra}; its runner is gone: re-run to resume".lstrip("; ")
         elif state in ("diverged", "failed"):
             st = results.read_json(d.status)
             extra = (
