@@ -369,13 +369,16 @@ def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override must look like key=value, got {item!r}", "command line")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML value: {getattr(e, 'problem', e)}", f"override {item!r}") from None
     parts = key.strip().split(".")
     node = data
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError("is not a section", key)
+            raise ConfigError("is not a section", f"override {item!r}: {'.'.join(parts[: i + 1])}")
     node[parts[-1]] = value
 
 
@@ -476,11 +479,23 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         _cross_checks(cfg)
     except ConfigError as e:
         key = e.where or ""
+        item = _override_for(key, overrides)
+        if item is not None:  # the value came from the command line, not from the file's line
+            raise ConfigError(e.message, f"override {item!r}: {key}") from None
         line = _line_for(key, lines)
         if path is not None and line:
             raise ConfigError(e.message, f"{path}:{line}: {key}") from None
         raise
     return cfg
+
+
+def _override_for(key: str, overrides: typing.Sequence[str]) -> str | None:
+    """The last ``key=value`` override that set ``key`` (or a section or list holding it)."""
+    for item in reversed(overrides):
+        target = item.split("=", 1)[0].strip()
+        if "=" in item and (key == target or key.startswith((f"{target}.", f"{target}["))):
+            return item
+    return None
 
 
 def _line_for(key: str, lines: dict[str, int]) -> int | None:
