@@ -28,23 +28,24 @@ from pathlib import Path
 
 from lorasweep import results, study
 from lorasweep.config import load_config
+from lorasweep.evals.suite import selection_metric
 from lorasweep.report import analysis, tuned
 from lorasweep.report.load import load_trials
 from lorasweep.report.stats import mean_interval
+from lorasweep.rundir import RunDir
+from lorasweep.sweep.backends import run_sweep
 from lorasweep.sweep.grid import Trial
-from lorasweep.sweep.local import existing_trials, run_sweep, trial_dir
 from lorasweep.sweep.search import cell_states
-from lorasweep.sweep.trial import selection_metric
 
 
 def reuse(src: Path, out: Path, seeds: list[int]) -> int:
     n = 0
-    for t in existing_trials(src):
-        d = trial_dir(src, t)
-        if t.seed in seeds and results.read_state(d) in results.TERMINAL:
-            dest = trial_dir(out, t)
+    for d in RunDir(src).trial_dirs():
+        t = d.stored_trial()
+        if t is not None and t.seed in seeds and d.state() in results.TERMINAL:
+            dest = RunDir(out).trial(t).path
             if not dest.exists():
-                shutil.copytree(d, dest)
+                shutil.copytree(d.path, dest)
                 n += 1
     return n
 

@@ -167,7 +167,7 @@ def test_corrupt_status_file(run_dir, capsys, tmp_path):
 
 
 def test_locked_run_dir_is_refused(run_dir, capsys):
-    from lorasweep.sweep.lock import RunLock
+    from lorasweep.locks import RunLock
 
     with RunLock(run_dir):
         before = tree_hash(run_dir)

@@ -41,3 +41,23 @@ def test_quick_start_is_two_make_targets():
     assert re.findall(r"^make (\w+)", quick, re.MULTILINE) == ["demo", "test"]
     makefile = Path("Makefile").read_text()
     assert "demo:" in makefile and "test:" in makefile and "make test" in Path(".ci/run").read_text()
+
+
+def test_every_file_the_file_map_names_exists():
+    block = README.split("## File map")[1].split("```")[1]
+    stack: list[tuple[int, str]] = []  # (indent, folder) of the enclosing folders
+    named = []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        stack = [(i, d) for i, d in stack if i < indent]
+        names = [n.strip() for n in re.split(r"\s{2,}", line.strip())[0].split(",")]
+        parent = "".join(d for _, d in stack)
+        if parent.startswith("src/lorasweep/") or names[0] == "src/lorasweep/":
+            named += [parent + n for n in names]
+        if names[0].endswith("/"):
+            stack.append((indent, names[0]))
+    assert len(named) > 40
+    missing = [n for n in named if not Path(n).exists()]
+    assert not missing, missing

@@ -10,6 +10,8 @@ from lorasweep.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lorasweep.config import SWEEP_BACKENDS
+
     p = argparse.ArgumentParser(prog="lorasweep", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -20,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         return s
 
     r = with_config("run", "the whole study: sweep, evaluation, report (re-run to resume)")
-    r.add_argument("--backend", choices=("local", "inprocess", "ray"), help="same as sweep.backend=...")
+    r.add_argument("--backend", choices=SWEEP_BACKENDS, help="same as sweep.backend=...")
     t = with_config("train", "one trial (defaults: the first value of each grid axis)")
     t.add_argument("--method")
     t.add_argument("--batch-size", type=int)
@@ -134,8 +136,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         study.run(cfg)
     elif args.command == "train":
+        from lorasweep.rundir import RunDir
         from lorasweep.sweep.grid import Trial
-        from lorasweep.sweep.local import trial_dir
         from lorasweep.sweep.trial import run_trial
 
         trial = Trial(
@@ -144,13 +146,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             args.lr or cfg.train.learning_rates[0],
             args.seed if args.seed is not None else cfg.train.seeds[0],
         )
-        out = trial_dir(Path(cfg.output_dir), trial)
+        run_dir = RunDir(cfg.output_dir)
         study.preflight(cfg)  # bad data: exit 2 before anything is written
-        record = run_trial(cfg, trial, out)
+        record = run_trial(cfg, trial, run_dir)
         from lorasweep.train.device import end_distributed
 
         end_distributed()  # under torchrun / accelerate launch
-        print(f"{trial.id}: {record['state']} -> {out}")
+        print(f"{trial.id}: {record['state']} -> {run_dir.trial(trial).path}")
         return 0 if record["state"] != "failed" else 1
     return 0
 

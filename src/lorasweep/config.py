@@ -9,7 +9,6 @@ loading anything (types, ranges, registry names); builders validate the rest whe
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,8 +17,11 @@ from typing import Any
 
 import yaml
 
-from lorasweep.errors import ConfigError
+from lorasweep.errors import ConfigError, did_you_mean
 
+# the names of sweep/backends.py's registry, here so that loading a config imports no backend (a test
+# checks that they agree)
+SWEEP_BACKENDS = ("local", "inprocess", "ray")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -104,6 +106,9 @@ class EvalConfig:
         True,
         "log the validation rows' held-out loss after optimizer steps 1, 2, 4, 8, ... (the same-step view)",
     )
+    same_step_rows: int = _f(
+        64, "how many validation rows (the first N) the same-step loss reads; each probe is one forward pass"
+    )
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
 
@@ -182,7 +187,7 @@ class TrainConfig:
 
 @dataclass
 class SweepConfig:
-    backend: str = _f("local", "where trials run", choices=("local", "inprocess", "ray"))
+    backend: str = _f("local", "where trials run", choices=SWEEP_BACKENDS)
     workers: int = _f(
         2, "local worker processes (ray: CPUs of a cluster started here / cpus_per_trial)", min=1
     )
@@ -324,7 +329,7 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
             continue
         if "choices" in meta and v not in meta["choices"]:
             raise ConfigError(
-                f"must be one of {', '.join(meta['choices'])}; got {v!r}{_nearest(v, meta['choices'])}", k
+                f"must be one of {', '.join(meta['choices'])}; got {v!r}{did_you_mean(v, meta['choices'])}", k
             )
         if "min" in meta and v < meta["min"]:
             raise ConfigError(f"must be >= {meta['min']}, got {v}", k)
@@ -332,11 +337,6 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
             raise ConfigError(f"must be > {meta['gt']}, got {v}", k)
         if "lt" in meta and v >= meta["lt"]:
             raise ConfigError(f"must be < {meta['lt']}, got {v}", k)
-
-
-def _nearest(name: str, valid: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _build(cls: type, data: dict, prefix: str) -> Any:
@@ -347,7 +347,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
         full = f"{prefix}{key}"
         if key not in fields:
             siblings = [f"{prefix}{name}" for name in fields]
-            hint = _nearest(full, siblings) or _nearest(full, _all_keys(StudyConfig))
+            hint = did_you_mean(full, siblings) or did_you_mean(full, _all_keys(StudyConfig))
             raise ConfigError(f"unknown key{hint}", full)
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -397,13 +397,16 @@ def apply_override(data: dict, item: str) -> None:
     if "=" not in item:
         raise ConfigError(f"override must look like key=value, got {item!r}", "command line")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML value: {getattr(e, 'problem', e)}", f"override {item!r}") from None
     parts = key.strip().split(".")
     node = data
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise ConfigError("is not a section", key)
+            raise ConfigError("is not a section", f"override {item!r}: {'.'.join(parts[: i + 1])}")
     node[parts[-1]] = value
 
 
@@ -414,7 +417,7 @@ def _cross_checks(cfg: StudyConfig) -> None:
     for i, m in enumerate(cfg.adapter.methods):
         if m not in METHODS:
             raise ConfigError(
-                f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{_nearest(m, METHODS)}",
+                f"unknown adapter method {m!r}; valid: {', '.join(METHODS)}{did_you_mean(m, METHODS)}",
                 f"adapter.methods[{i}]",
             )
         if cfg.eval.backend == "vllm" and METHODS[m].export_kind != "lora":
@@ -426,7 +429,7 @@ def _cross_checks(cfg: StudyConfig) -> None:
     for i, t in enumerate(cfg.eval.tasks):
         if t not in EVALUATORS:
             raise ConfigError(
-                f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{_nearest(t, EVALUATORS)}",
+                f"unknown evaluator {t!r}; valid: {', '.join(EVALUATORS)}{did_you_mean(t, EVALUATORS)}",
                 f"eval.tasks[{i}]",
             )
         if t not in cfg.eval.data and EVALUATORS[t].default_data is None:
@@ -434,7 +437,7 @@ def _cross_checks(cfg: StudyConfig) -> None:
     for t in cfg.eval.data:
         if t not in cfg.eval.tasks:
             raise ConfigError(
-                f"data for a task not in eval.tasks {cfg.eval.tasks}{_nearest(t, cfg.eval.tasks)}",
+                f"data for a task not in eval.tasks {cfg.eval.tasks}{did_you_mean(t, cfg.eval.tasks)}",
                 f"eval.data.{t}",
             )
     for name in ("batch_sizes", "learning_rates", "seeds"):
@@ -463,7 +466,9 @@ def _search_checks(cfg: StudyConfig) -> None:
         raise ConfigError(f"must be below train.bracket.max_lr ({br.max_lr:g})", "train.bracket.min_lr")
     for m, lr in br.start_lr.items():
         if m not in METHODS:  # a method outside this study's list is allowed (configs are shared)
-            raise ConfigError(f"unknown adapter method{_nearest(m, METHODS)}", f"train.bracket.start_lr.{m}")
+            raise ConfigError(
+                f"unknown adapter method{did_you_mean(m, METHODS)}", f"train.bracket.start_lr.{m}"
+            )
         if not br.min_lr <= lr <= br.max_lr:
             raise ConfigError(
                 f"{lr:g} lies outside [min_lr, max_lr] = [{br.min_lr:g}, {br.max_lr:g}]",
@@ -508,11 +513,23 @@ def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -
         _cross_checks(cfg)
     except ConfigError as e:
         key = e.where or ""
+        item = _override_for(key, overrides)
+        if item is not None:  # the value came from the command line, not from the file's line
+            raise ConfigError(e.message, f"override {item!r}: {key}") from None
         line = _line_for(key, lines)
         if path is not None and line:
             raise ConfigError(e.message, f"{path}:{line}: {key}") from None
         raise
     return cfg
+
+
+def _override_for(key: str, overrides: typing.Sequence[str]) -> str | None:
+    """The last ``key=value`` override that set ``key`` (or a section or list holding it)."""
+    for item in reversed(overrides):
+        target = item.split("=", 1)[0].strip()
+        if "=" in item and (key == target or key.startswith((f"{target}.", f"{target}["))):
+            return item
+    return None
 
 
 def _line_for(key: str, lines: dict[str, int]) -> int | None:

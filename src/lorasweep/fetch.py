@@ -12,7 +12,6 @@ weights (these are the quantised model's weights, dequantised to fp32), anything
 
 from __future__ import annotations
 
-import difflib
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lorasweep import gguf_source
-from lorasweep.errors import UserError
+from lorasweep.errors import UserError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,7 @@ def lookup(name: str) -> Fetchable:
     if name in FETCHABLE:
         return FETCHABLE[name]
     valid = ", ".join(sorted(FETCHABLE))
-    close = difflib.get_close_matches(name, FETCHABLE, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"unknown fetchable model {name!r} (valid: {valid}){hint}")
+    raise UserError(f"unknown fetchable model {name!r} (valid: {valid}){did_you_mean(name, FETCHABLE)}")
 
 
 def fetch(name: str, cache_dir: str | Path | None = None, log: Callable[[str], None] = print) -> Path:

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from lorasweep.errors import UserError
+from lorasweep.locks import exclusive
 
 GGUF_MAGIC = b"GGUF"  # the first four bytes of every GGUF file (ggml docs/gguf.md)
 GGUF_REQUIREMENT = "gguf==0.19.0"
@@ -108,25 +109,10 @@ def cached_folder(gguf_path: str | Path, cache_dir: str | Path | None = None) ->
         return folder
     root.mkdir(parents=True, exist_ok=True)
     # Parallel trial workers may all ask at once: one converts, the others wait and reuse it.
-    with _locked(root / f".{folder.name}.lock"):
+    with exclusive(root / f".{folder.name}.lock"):
         if not folder.is_dir():
             convert_gguf(src, folder)
     return folder
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path):
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock; the atomic rename still keeps the folder whole
-        yield
-        return
-    with open(lock_path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _write_folder(src: Path, dst: Path) -> None:

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from lorasweep.errors import UserError
+from lorasweep.jsonl import read_jsonl as read_jsonl  # the one reader; kept importable from here
 
 SCHEMA_VERSION = 1
 STATES = ("pending", "running", "completed", "diverged", "failed")
 TERMINAL = ("completed", "diverged")  # a resumed sweep never re-runs these
+STATUS_FILE = "status.json"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -70,20 +72,8 @@ def read_json(path: Path) -> Any:
         raise UserError(f"corrupt JSON ({e.msg})", f"{path}:{e.lineno}") from None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"invalid JSON ({e.msg})", f"{path}:{lineno}") from None
-    return rows
-
-
 def read_state(trial_dir: Path) -> str:
-    path = trial_dir / "status.json"
+    path = trial_dir / STATUS_FILE
     if not path.exists():
         return "pending"
     status = read_json(path)
@@ -97,7 +87,7 @@ def read_state(trial_dir: Path) -> str:
 
 def write_status(trial_dir: Path, state: str, **extra: Any) -> None:
     assert state in STATES, state
-    atomic_write_json(trial_dir / "status.json", {"schema": SCHEMA_VERSION, "state": state, **extra})
+    atomic_write_json(trial_dir / STATUS_FILE, {"schema": SCHEMA_VERSION, "state": state, **extra})
 
 
 # ---------------------------------------------------------------- provenance

@@ -9,6 +9,7 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.config import StudyConfig, from_dict, to_dict
 from lorasweep.errors import UserError
+from lorasweep.rundir import RunDir
 from lorasweep.sweep import grid
 
 
@@ -26,13 +27,11 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
     Grid: one row per trial.  Bracket: one row per (batch size, seed) of the first method at its start
     LR (the split, steps and tokens do not depend on the LR or the method), then the reference trials.
     """
+    from lorasweep.data.cache import encoded_train, n_train
     from lorasweep.sweep.search import start_lr
-    from lorasweep.sweep.trial import n_train
 
     example_tokens, why = None, None
     try:
-        from lorasweep.sweep.trial import encoded_train
-
         enc = encoded_train(cfg)
         example_tokens = [len(e.input_ids) for e in enc]
     except UserError as e:
@@ -56,8 +55,8 @@ def plan(cfg: StudyConfig, world: int = 1) -> tuple[list[grid.PlanRow], str | No
 
 
 def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> str:
+    from lorasweep.evals.suite import selection_metric, validation_source
     from lorasweep.sweep.search import reference_point
-    from lorasweep.sweep.trial import selection_metric, validation_source
 
     t, n_m, n_b, n_s = cfg.train, len(cfg.adapter.methods), len(cfg.train.batch_sizes), len(cfg.train.seeds)
     if t.lr_search == "grid":
@@ -130,18 +129,19 @@ def _plan_search(cfg: StudyConfig) -> list[str]:
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
     """Evaluate the untrained base model once (the line every trial is compared with)."""
     from lorasweep import models
-    from lorasweep.sweep.trial import evaluate_model, result_config
+    from lorasweep.evals.suite import evaluate_model
+    from lorasweep.sweep.resume import result_config
 
-    out = run_dir / "baseline"
+    rd = RunDir(run_dir)
     conf = result_config(cfg)
-    if (out / "metrics.json").exists():
-        stored = results.read_json(out / "config.json")
+    if rd.baseline_metrics.exists():
+        stored = results.read_json(rd.baseline_config)
         if result_config(from_dict(stored)) == conf:
             return
     model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
-    metrics = evaluate_model(cfg, model, tok, out, run_dir)
-    results.atomic_write_json(out / "config.json", conf)
-    results.atomic_write_json(out / "metrics.json", metrics)
+    metrics = evaluate_model(cfg, model, tok, rd.baseline, rd.baseline_validation, rd.judge_cache)
+    results.atomic_write_json(rd.baseline_config, conf)
+    results.atomic_write_json(rd.baseline_metrics, metrics)
 
 
 def _log(message: str) -> None:
@@ -151,18 +151,16 @@ def _log(message: str) -> None:
 def preflight(cfg: StudyConfig) -> None:
     """Load (and cache) the tokenizer, training set and every evaluation set: bad data fails here,
     with exit code 2, before anything is written."""
+    from lorasweep.data.cache import encoded_train
     from lorasweep.evals.registry import data_source, get
-    from lorasweep.sweep.trial import encoded_train, eval_rows
+    from lorasweep.evals.suite import eval_rows
+    from lorasweep.sweep import backends
 
     if cfg.eval.backend == "vllm":
         from lorasweep.evals.vllm_backend import require_vllm
 
         require_vllm()
-    if cfg.sweep.backend == "ray":
-        from lorasweep.sweep.ray_backend import check_available, ray_settings
-
-        check_available()
-        ray_settings(cfg)
+    backends.get(cfg.sweep.backend).check(cfg)
     encoded_train(cfg)
     for task in cfg.eval.tasks:
         for i, row in enumerate(eval_rows(cfg, task)):
@@ -177,7 +175,7 @@ def check_selection(cfg: StudyConfig) -> None:
     """The validation rows load, are valid, and share no prompt with the test rows: a test row can
     never influence a choice."""
     from lorasweep.evals.registry import get
-    from lorasweep.sweep.trial import eval_rows, selection_task, validation_rows, validation_source
+    from lorasweep.evals.suite import eval_rows, selection_task, validation_rows, validation_source
 
     task = get(selection_task(cfg))
     where = validation_source(cfg)
@@ -201,25 +199,25 @@ def check_selection(cfg: StudyConfig) -> None:
 
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
+    from lorasweep.locks import RunLock
     from lorasweep.report.render import build_report
-    from lorasweep.sweep.local import existing_trials, run_sweep, todo
-    from lorasweep.sweep.lock import RunLock
+    from lorasweep.sweep.backends import run_sweep
+    from lorasweep.sweep.resume import todo
     from lorasweep.sweep.search import run_rounds
 
     t0 = time.time()
     run_dir = Path(cfg.output_dir)
+    rd = RunDir(run_dir)
     preflight(cfg)
     if run_dir.exists():  # refuse a run dir of another version or config before writing anything
-        if (run_dir / "study.json").exists():
+        if rd.study.exists():
             load_study(run_dir)
-        todo(cfg, existing_trials(run_dir), run_dir)
+        todo(cfg, rd.existing_trials(), run_dir)
     rows, _ = plan(cfg)
     steps = {r.trial.batch_size: r.steps for r in rows}
     run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(run_dir):
-        results.atomic_write_json(
-            run_dir / "study.json", {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)}
-        )
+        results.atomic_write_json(rd.study, {"schema": results.SCHEMA_VERSION, "config": to_dict(cfg)})
         splits = {r.split.effective: r.split.describe() for r in rows}
         for b in sorted(splits):
             log(splits[b])
@@ -234,15 +232,8 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     return report
 
 
-def report_metrics(cfg: StudyConfig) -> list[str]:
-    """The study's report metric, then the primary metric of every other evaluated task."""
-    from lorasweep.evals.registry import EVALUATORS
-
-    return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
-
-
 def load_study(run_dir: Path) -> StudyConfig:
-    path = run_dir / "study.json"
+    path = RunDir(run_dir).study
     if not path.exists():
         raise UserError("not a lorasweep run directory (no study.json)", str(run_dir))
     data = results.read_json(path)
@@ -251,14 +242,22 @@ def load_study(run_dir: Path) -> StudyConfig:
     return from_dict(data["config"])
 
 
+INTERRUPTED = "interrupted"  # shown for a trial left "running" by a runner that is gone
+
+
 def status_table(run_dir: Path) -> str:
-    from lorasweep.sweep.local import existing_trials, trial_dir
+    """Trials by state; a trial whose status says ``running`` while no process holds the run
+    directory's lock (the runner was killed) is shown as ``interrupted``."""
+    from lorasweep.locks import runner_alive
     from lorasweep.sweep.search import describe_cells
 
     cfg = load_study(run_dir)
-    by_state: dict[str, list[str]] = {s: [] for s in results.STATES}
+    rd = RunDir(run_dir)
+    alive = runner_alive(run_dir)
+    states = (*results.STATES[:2], INTERRUPTED, *results.STATES[2:])
+    by_state: dict[str, list[str]] = {s: [] for s in states}
     lines = []
-    trials = list(dict.fromkeys(trials_of(cfg) + existing_trials(run_dir)))
+    trials = list(dict.fromkeys(trials_of(cfg) + rd.existing_trials()))
     for t in sorted(
         trials,
         key=lambda t: (
@@ -268,14 +267,18 @@ def status_table(run_dir: Path) -> str:
             t.seed,
         ),
     ):
-        d = trial_dir(run_dir, t)
-        state = results.read_state(d)
+        d = rd.trial(t)
+        state = d.state()
+        if state == "running" and not alive:
+            state = INTERRUPTED
         by_state[state].append(t.id)
         extra = ""
-        if state == "running" and (d / "steps.jsonl").exists():
-            extra = f"step {sum(1 for _ in (d / 'steps.jsonl').open())}"
+        if state in ("running", INTERRUPTED) and d.steps.exists():
+            extra = f"step {d.steps_done()}"
+        if state == INTERRUPTED:
+            extra = f"{extra}; its runner is gone: re-run to resume".lstrip("; ")
         elif state in ("diverged", "failed"):
-            st = results.read_json(d / "status.json")
+            st = results.read_json(d.status)
             extra = (
                 f"at step {st.get('diverged_at')}: {st.get('reason')}"
                 if state == "diverged"

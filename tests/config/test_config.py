@@ -97,3 +97,34 @@ def test_error_carries_file_and_line(tmp_path):
     )
     with pytest.raises(Exception, match=r"s.yaml:4: adapter.alpha: must be > 0"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        # train.warmup_ratio and train.batch_sizes have a line in the file: the override is named instead
+        (["train.warmup_ratio=1.5"], "override 'train.warmup_ratio=1.5': train.warmup_ratio: must be < 1"),
+        (
+            ["train.batch_sizes=[4, -8]"],
+            "override 'train.batch_sizes=[4, -8]': train.batch_sizes[1]: must be >= 1",
+        ),
+        (["sweep.workerz=3"], "override 'sweep.workerz=3': sweep.workerz: unknown key (did you mean"),
+        (["train.seeds=[0"], "override 'train.seeds=[0': invalid YAML value"),
+        (["name.x=1"], "override 'name.x=1': name: is not a section"),
+        (["adapter.rank=4", "adapter.rank=0"], "override 'adapter.rank=0': adapter.rank: must be >= 1"),
+    ],
+)
+def test_override_errors_name_the_override_not_a_file_line(tmp_path, capsys, overrides, fragment):
+    path = tmp_path / "study.yaml"
+    path.write_text(GOOD.format(out=tmp_path / "run") + "  warmup_ratio: 0.1\nadapter:\n  rank: 8\n")
+    assert main(["plan", str(path), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err, err
+    assert "study.yaml:" not in err, err
+
+
+def test_a_bad_value_in_the_file_still_names_its_line(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text(GOOD.format(out=tmp_path / "run") + "  warmup_ratio: 1.5\n")
+    assert main(["plan", str(path), "adapter.rank=4"]) == 2
+    assert "study.yaml:6: train.warmup_ratio: must be < 1" in capsys.readouterr().err

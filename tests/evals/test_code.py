@@ -204,7 +204,7 @@ def test_registry_task_passes_its_own_reference_response(task, humaneval, mbpp):
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("{not json", "not JSON"),
+        ("{not json", "invalid JSON"),
         ('["a list"]', "JSON object"),
         ('{"task_id": 1, "text": "t", "code": "c"}', "missing field"),
         ('{"task_id": 1, "text": "t", "code": "c", "test_list": "assert 1"}', "test_list"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from lorasweep.config import JudgeConfig
 from lorasweep.errors import UserError
 from lorasweep.evals import mtbench
 from lorasweep.evals.judge import openai_compatible
@@ -56,8 +57,13 @@ def run_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def cfg(srv, **kw) -> dict:
-    return {
+@pytest.fixture(autouse=True)
+def short_backoff(monkeypatch):
+    monkeypatch.setattr(openai_compatible, "RETRY_BASE_S", 0.005)
+
+
+def cfg(srv, **kw) -> JudgeConfig:
+    settings = {
         "backend": "openai-compatible",
         "base_url": srv.url,
         "model": "tinyworld-judge",
@@ -66,9 +72,8 @@ def cfg(srv, **kw) -> dict:
         "max_retries": 2,
         "concurrency": 2,
         "max_tokens": 32,
-        "retry_base_s": 0.005,
-        **kw,
     }
+    return JudgeConfig(**{**settings, **kw})
 
 
 def timeout(fault: str) -> float:
@@ -169,9 +174,10 @@ def test_retry_after_is_honoured(srv, run_dir, waits):
     assert waits == [30.0]  # base delay is 5 ms: the header ruled
 
 
-def test_backoff_without_retry_after_is_exponential(srv, run_dir, waits):
+def test_backoff_without_retry_after_is_exponential(srv, run_dir, waits, monkeypatch):
     srv.fail("429", times=3)
-    mtbench.judge_generations(run_dir, cfg(srv, concurrency=1, max_retries=3, retry_base_s=0.05))
+    monkeypatch.setattr(openai_compatible, "RETRY_BASE_S", 0.05)
+    mtbench.judge_generations(run_dir, cfg(srv, concurrency=1, max_retries=3))
     assert srv.count == N + 3 and len(waits) == 3
     for wait, floor in zip(waits, (0.05, 0.1, 0.2), strict=True):
         assert floor <= wait <= floor * 1.25  # base x 2^attempt, plus up to 25 % jitter
@@ -214,9 +220,8 @@ def test_concurrency_limit(srv, run_dir):
 
 def test_unreachable_server_fails_without_crash(run_dir):
     metrics = mtbench.judge_generations(
-        run_dir, {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": None,
-                  "max_retries": 1, "retry_base_s": 0.001}
-    )  # fmt: skip
+        run_dir, JudgeConfig(base_url="http://127.0.0.1:9/v1", model="m", api_key_env=None, max_retries=1)
+    )
     assert metrics["n_failed"] == N and "connection failed" in judgments(run_dir)[0]["error"]
 
 

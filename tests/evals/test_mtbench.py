@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from lorasweep import results
+from lorasweep.config import JudgeConfig
 from lorasweep.errors import UserError
 from lorasweep.evals import mtbench
 from lorasweep.evals.generate import generate
+from lorasweep.evals.judge import openai_compatible
 from lorasweep.evals.judge.prompts import build_messages
 from lorasweep.evals.pipeline import GenerationSettings
 from lorasweep.models import load_base
@@ -37,18 +39,22 @@ def server(tiny):
     srv.stop()
 
 
-def judge_cfg(url: str) -> dict:
-    return {
-        "backend": "openai-compatible",
-        "base_url": url,
-        "model": "tinyworld-judge",
-        "api_key_env": KEY_ENV,
-        "timeout_s": 10.0,
-        "max_retries": 2,
-        "concurrency": 2,
-        "max_tokens": 32,
-        "retry_base_s": 0.005,
-    }
+@pytest.fixture(autouse=True)
+def short_backoff(monkeypatch):
+    monkeypatch.setattr(openai_compatible, "RETRY_BASE_S", 0.005)
+
+
+def judge_cfg(url: str) -> JudgeConfig:
+    return JudgeConfig(
+        backend="openai-compatible",
+        base_url=url,
+        model="tinyworld-judge",
+        api_key_env=KEY_ENV,
+        timeout_s=10.0,
+        max_retries=2,
+        concurrency=2,
+        max_tokens=32,
+    )
 
 
 # ---------------------------------------------------------------- data
@@ -221,7 +227,7 @@ def test_generate_judge_aggregate_report(tiny, server, tmp_path, monkeypatch):
 def test_local_judge_in_process(tiny, tmp_path):
     model, tok = tiny
     rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()[:2]]
-    local = {"backend": "local", "model": "builtin:tinyworld", "max_tokens": 8, "concurrency": 4}
+    local = JudgeConfig(backend="local", model="builtin:tinyworld", max_tokens=8, concurrency=4)
     metrics = mtbench.run_mtbench(model, tok, rows, SETTINGS, tmp_path, {"judge": local})
     judged = results.read_jsonl(tmp_path / mtbench.JUDGMENTS)
     # TinyWorld never learnt to grade: its replies carry no [[N]], so they are unparseable (never 0)
@@ -251,7 +257,7 @@ def test_bad_judge_config_fails_before_generating(tiny, tmp_path, monkeypatch):
     rows = [json.loads(FIXTURE.read_text().splitlines()[0])]
     with pytest.raises(UserError, match="did you mean 'local'"):
         mtbench.run_mtbench(
-            model, tok, rows, SETTINGS, tmp_path, {"judge": {"backend": "locl", "model": "m"}}
+            model, tok, rows, SETTINGS, tmp_path, {"judge": JudgeConfig(backend="locl", model="m")}
         )
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(UserError, match=KEY_ENV):

@@ -131,7 +131,7 @@ def test_a_changed_config_does_not_mix_into_old_results(run_dir, capsys):
 def test_extending_the_grid_keeps_finished_trials(run_dir, capsys):
     from lorasweep.config import load_config
     from lorasweep.study import trials_of
-    from lorasweep.sweep.local import todo
+    from lorasweep.sweep.resume import todo
 
     cfg = load_config(
         "configs/demo.yaml", [f"output_dir={run_dir}", *MICRO, "train.learning_rates=[5e-3,1e-2]"]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -175,7 +176,8 @@ def interrupt_after_first_completion(out: Path, log_path: Path, how: str) -> str
 
     Ctrl-C: Tune stops the trials, saves its state and the driver shuts its cluster down.  SIGKILL:
     Ray's saved state may lag behind the trial directories; the trial processes stop on their own
-    (their raylet dies with the driver), Ray's per-node agents linger and are killed here."""
+    (their raylet dies with the driver) and the watchdog (``orphans.reaped``) ends the rest: no Ray
+    process the driver started outlives it either way."""
     with log_path.open("w") as log_file:
         proc = subprocess.Popen(
             # one trial at a time, so the stop lands while the next (b=4, the longest) is running
@@ -194,7 +196,7 @@ def interrupt_after_first_completion(out: Path, log_path: Path, how: str) -> str
         assert any("ImplicitFunc" in cmd for cmd in ray_procs.values()), ray_procs  # a trial is running
         os.kill(proc.pid, signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
         proc.wait(timeout=120)
-        must_stop = [p for p, cmd in ray_procs.items() if how == "ctrl-c" or "ImplicitFunc" in cmd]
+        must_stop = list(ray_procs)
         deadline = time.time() + 30
         while alive(must_stop) and time.time() < deadline:
             time.sleep(0.5)
@@ -228,6 +230,21 @@ def test_interrupted_ray_sweep_resumes_without_rerunning(tmp_path, local_run, ho
         assert after[tid] == stamp, f"{tid} was re-run after it completed"
     for tid in IDS:
         assert_same_trial(out / "trials" / tid, local_run / "trials" / tid)
+
+
+def test_unreachable_address_fails_within_30_s_naming_the_key(tmp_path, capsys):
+    from lorasweep.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once this block ends
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    code = main(["run", "configs/demo.yaml", f"output_dir={out}", *MICRO, "sweep.backend=ray",
+                 f"sweep.ray_address=127.0.0.1:{port}"])  # fmt: skip
+    assert code == 2 and time.monotonic() - t0 < 30
+    assert f"sweep.ray_address: cannot reach the Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert not out.exists()  # nothing written
 
 
 def test_settings_from_config_and_errors_name_the_key(tmp_path):

@@ -12,8 +12,8 @@ import pytest
 from lorasweep import results
 from lorasweep.config import load_config
 from lorasweep.report import tuned
+from lorasweep.rundir import RunDir
 from lorasweep.sweep import search
-from lorasweep.sweep.local import trial_dir
 
 OPTIMA = {("lora", 8): 3e-3, ("lora", 32): 1e-2, ("pissa", 8): 4e-4, ("pissa", 32): 1e-3}
 
@@ -42,11 +42,11 @@ def fake_runner(cfg, run_dir, log: list, test_noise: int = 0, kill_after: int | 
 
     def run(trials):
         for t in trials:
-            if results.read_state(trial_dir(run_dir, t)) in results.TERMINAL:
+            if results.read_state(RunDir(run_dir).trial(t).path) in results.TERMINAL:
                 continue  # as every backend does: finished trials are skipped
             if kill_after is not None and count["n"] >= kill_after:
                 raise KeyboardInterrupt
-            d = trial_dir(run_dir, t)
+            d = RunDir(run_dir).trial(t).path
             d.mkdir(parents=True, exist_ok=True)
             results.atomic_write_json(d / "config.json", {"study": {}, "trial": t.as_dict()})
             opt = OPTIMA[(t.method, t.batch_size)]

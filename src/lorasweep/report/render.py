@@ -14,19 +14,26 @@ from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.report import claims, figures, html, insight, same_step, summary, tuned
 from lorasweep.report.load import unit
+from lorasweep.rundir import RunDir
 
 
 def _fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.1f}"
 
 
+def report_metrics(cfg: StudyConfig) -> list[str]:
+    """The study's report metric, then the primary metric of every other evaluated task."""
+    from lorasweep.evals.registry import EVALUATORS
+
+    return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
+
+
 def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
     """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
-    from lorasweep.study import report_metrics
-    from lorasweep.sweep.trial import selection_metric, validation_source
+    from lorasweep.evals.suite import selection_metric, validation_source
 
     metrics = list(dict.fromkeys(metrics or report_metrics(cfg)))
-    out = run_dir / "report"
+    out = RunDir(run_dir).report
     out.mkdir(exist_ok=True)
     primary = tuned.build(cfg, run_dir, metrics[0])
     level = f"{cfg.report.confidence:.0%}"

@@ -18,7 +18,7 @@ SUMMARY_VERSION = 1
 
 
 def as_dict(cfg: StudyConfig, res: StudyResults, ins=None) -> dict:
-    from lorasweep.sweep.trial import validation_source
+    from lorasweep.evals.suite import validation_source
 
     cells = []
     for (m, b), t in sorted(res.tuned.items(), key=lambda kv: (res.methods.index(kv[0][0]), kv[0][1])):

@@ -14,6 +14,7 @@ from lorasweep.config import StudyConfig
 from lorasweep.report import analysis, claims
 from lorasweep.report.load import item_scores, load_baseline, load_baseline_items, load_trials, unit
 from lorasweep.report.stats import Estimate, mean_interval
+from lorasweep.rundir import RunDir
 
 
 @dataclass
@@ -41,7 +42,7 @@ class StudyResults:
 
 def matrix(run_dir: Path, cell: analysis.Cell, metric: str) -> np.ndarray | None:
     """seeds x items test scores of a cell's completed seeds (None: no per-item scores)."""
-    rows = [item_scores(run_dir / "trials" / tid / "eval", metric) for tid in cell.ids]
+    rows = [item_scores(RunDir(run_dir).trial(tid).eval, metric) for tid in cell.ids]
     if not rows or any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
         if cell.values:  # no items: the interval covers seeds only
             return np.asarray(cell.values, dtype=float)[:, None]
@@ -77,8 +78,8 @@ def choices(cfg: StudyConfig, run_dir: Path, table) -> dict[tuple[str, int], ana
 
 
 def build(cfg: StudyConfig, run_dir: Path, metric: str, with_claims: bool = True) -> StudyResults:
+    from lorasweep.evals.suite import selection_metric
     from lorasweep.sweep.search import reference_point
-    from lorasweep.sweep.trial import selection_metric
 
     rows = load_trials(run_dir, metric, selection_metric(cfg))
     table = analysis.cells(rows)

@@ -1,1 +1,2 @@
-"""Sweeps: grid expansion and plan (grid.py), one trial (trial.py), backends (local.py), run lock."""
+"""Sweeps: grid expansion and plan (grid.py), the LR search (bracket.py, search.py), one trial
+(trial.py), what is done and progress (resume.py), backends by name (backends.py: local.py, ray_backend.py)."""

@@ -1,9 +1,10 @@
 """The local sweep backend: worker processes on this machine (or the current process).
 
 Two workers x one torch thread is the default: on the 2-core reference machine it measured ~20 %
-faster than one worker with two threads (docs/method.md).  Re-running resumes: trials whose status is
-terminal (completed, diverged) are skipped; anything else starts again from scratch.  Workers exit if
-the runner dies, so a killed sweep never leaves a worker finishing a trial behind a restarted one.
+faster than one worker with two threads (docs/method.md, "CPU defaults").  Re-running resumes (``resume.todo``):
+trials whose status is terminal (completed, diverged) are skipped; anything else starts again from
+scratch.  Workers exit if the runner dies, so a killed sweep never leaves a worker finishing a trial
+behind a restarted one.
 """
 
 from __future__ import annotations
@@ -16,28 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lorasweep import results
-from lorasweep.config import StudyConfig, from_dict
-from lorasweep.errors import ConfigError, UserError
+from lorasweep.config import StudyConfig
+from lorasweep.locks import RunLock
+from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.lock import RunLock
-from lorasweep.sweep.trial import result_config, run_trial
-
-
-def trial_dir(run_dir: Path, trial: Trial) -> Path:
-    return run_dir / "trials" / trial.id
-
-
-def existing_trials(run_dir: Path) -> list[Trial]:
-    """Every trial with a directory (and config) in ``run_dir``."""
-    out = []
-    trials = run_dir / "trials"
-    for d in sorted(trials.iterdir()) if trials.is_dir() else []:
-        if (d / "config.json").exists():
-            t = results.read_json(d / "config.json").get("trial")
-            if isinstance(t, dict):
-                out.append(Trial(t["method"], t["batch_size"], t["lr"], t["seed"]))
-    return out
+from lorasweep.sweep.resume import Progress, todo
+from lorasweep.sweep.trial import run_trial
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -61,34 +46,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(cfg: StudyConfig, trial: Trial, run_dir: str) -> dict:
-    return run_trial(cfg, trial, trial_dir(Path(run_dir), trial), log=lambda m: None)
-
-
-def same_trial_config(stored: dict, cfg: StudyConfig, trial: Trial) -> bool:
-    """Whether a finished trial's stored config is this one; keys added to the schema since it was
-    written count as equal when they hold their default (so upgrades keep finished trials)."""
-    try:
-        then = from_dict(stored["study"])
-    except (ConfigError, KeyError, TypeError):
-        return False
-    return stored.get("trial") == trial.as_dict() and result_config(then) == result_config(cfg)
-
-
-def todo(cfg: StudyConfig, trials: list[Trial], run_dir: Path) -> list[Trial]:
-    """Trials still to run; refuses a run directory whose finished trials used a different config."""
-    out = []
-    for t in trials:
-        d = trial_dir(run_dir, t)
-        state = results.read_state(d)
-        if state in results.TERMINAL:
-            if not same_trial_config(results.read_json(d / "config.json"), cfg, t):
-                raise UserError(
-                    f"holds trial {t.id} run with a different config; use another output_dir",
-                    str(run_dir),
-                )
-            continue
-        out.append(t)
-    return out
+    return run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None)
 
 
 def run_sweep(
@@ -98,11 +56,8 @@ def run_sweep(
     total_steps: dict[str, int],
     log: Callable[[str], None] = print,
 ) -> None:
-    """Run every not-yet-finished trial of ``trials`` into ``run_dir``; prints progress."""
-    if cfg.sweep.backend == "ray":  # same trial function, same directories; Ray is an optional extra
-        from lorasweep.sweep.ray_backend import run_sweep_ray
-
-        return run_sweep_ray(cfg, trials, run_dir, total_steps, log)
+    """Run every not-yet-finished trial of ``trials`` into ``run_dir``; prints progress.  In this
+    process when ``sweep.backend`` is ``inprocess``, else in ``sweep.workers`` worker processes."""
     with RunLock.held(run_dir):
         pending = schedule_order(todo(cfg, trials, run_dir))
         done0 = len(trials) - len(pending)
@@ -116,7 +71,7 @@ def run_sweep(
         if cfg.sweep.backend == "inprocess":
             for t in pending:
                 progress.started(t)
-                progress.finished(t, run_trial(cfg, t, trial_dir(run_dir, t), log=log))
+                progress.finished(t, run_trial(cfg, t, RunDir(run_dir), log=log))
             return
         _run_pool(cfg, pending, run_dir, progress)
 
@@ -150,41 +105,3 @@ def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: P
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-class Progress:
-    """Sweep progress (trials finished) and current-trial progress (steps, from steps.jsonl)."""
-
-    def __init__(self, total: int, done: int, steps: dict[str, int], run_dir: Path, log):
-        self.total, self.done, self.steps, self.run_dir, self.log = total, done, steps, run_dir, log
-        self.running: dict[str, float] = {}
-        self.t0 = time.time()
-        self.ran = 0
-        self.last_tick = time.time()
-
-    def started(self, t: Trial) -> None:
-        self.running[t.id] = time.time()
-
-    def finished(self, t: Trial, record: dict) -> None:
-        self.running.pop(t.id, None)
-        self.done += 1
-        self.ran += 1
-        elapsed = time.time() - self.t0
-        eta = elapsed / self.ran * (self.total - self.done)
-        detail = record.get("error") or record.get("reason") or ""
-        self.log(
-            f"[{self.done:>3}/{self.total}] {record['state']:<9} {t.id:<28} "
-            f"{record.get('seconds', 0):5.1f}s  elapsed {elapsed / 60:4.1f} min  "
-            f"eta {eta / 60:4.1f} min {detail}"
-        )
-
-    def tick(self) -> None:
-        if time.time() - self.last_tick < 20 or not self.running:
-            return
-        self.last_tick = time.time()
-        parts = []
-        for tid in self.running:
-            path = self.run_dir / "trials" / tid / "steps.jsonl"
-            n = sum(1 for _ in path.open()) if path.exists() else 0
-            parts.append(f"{tid} step {n}/{self.steps.get(tid, '?')}")
-        self.log("        running: " + "; ".join(parts))

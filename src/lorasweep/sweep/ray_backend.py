@@ -7,6 +7,11 @@ layers: ``Tuner.restore`` continues the last Ray experiment when Ray's record of
 trial directories (else a new experiment runs the trials still to do), and a trial whose directory
 says it finished (``completed``/``diverged``, same config) is never run again, whatever Ray believes.
 
+An address given in ``sweep.ray_address`` is checked with a plain TCP connection first (at most
+``CONNECT_TIMEOUT_S``), so an unreachable cluster fails at once with a clear message instead of Ray
+retrying for minutes.  A cluster started here is watched by ``orphans.reaped``: if the driver is
+SIGKILLed, the Ray processes it started are ended too (best effort).
+
 What is not covered: trial checkpoints (an unfinished trial restarts from scratch, as locally); clusters
 without a shared filesystem: every node must see ``run_dir`` at the same path (Ray's own
 ``storage_path`` needs that for multi-node runs too) and have lorasweep and its dependencies installed.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,11 +35,13 @@ from typing import Any
 from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
+from lorasweep.locks import RunLock
+from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.local import Progress, same_trial_config, todo, trial_dir
-from lorasweep.sweep.lock import RunLock
+from lorasweep.sweep.resume import Progress, same_trial_config, todo
 from lorasweep.sweep.trial import run_trial
 
+CONNECT_TIMEOUT_S = 10.0  # the TCP check of sweep.ray_address (Ray itself retries for minutes)
 EXPERIMENT_PREFIX = "sweep-"  # Ray experiments under run_dir/ray are named sweep-<UTC time>
 _OVER = (*results.TERMINAL, "failed")  # states a trial leaves behind when its function returned
 
@@ -72,6 +80,67 @@ def ray_settings(cfg: StudyConfig) -> RaySettings:
     )
 
 
+def preflight(cfg: StudyConfig) -> None:
+    """Before anything is written: Ray is installed, the sweep's Ray settings are valid and the
+    cluster named by ``sweep.ray_address`` (if any) answers."""
+    check_available()
+    settings = ray_settings(cfg)
+    if settings.address:
+        check_reachable(settings.address)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise a ``UserError`` naming ``sweep.ray_address`` unless a TCP connection to the cluster's
+    address opens within ``timeout_s`` (name resolution included).  The address is resolved as Ray
+    resolves it (``auto``: ``RAY_ADDRESS``, then the last ``ray start`` on this machine)."""
+    target = _resolve(address)
+    host_port = _host_port(target) if target else None
+    if host_port is None:
+        return  # nothing to check here; Ray reports what it cannot parse or find
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(host_port, timeout=timeout_s).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if outcome == [None]:
+        return
+    why = outcome[0] if outcome else f"no answer within {timeout_s:g} s"
+    resolved = f" = {target}" if target != address else ""
+    raise UserError(
+        f"cannot reach the Ray cluster at {address}{resolved} ({why}); start it (ray start --head) "
+        "or fix the address",
+        "sweep.ray_address",
+    )
+
+
+def _resolve(address: str) -> str | None:
+    """The host:port Ray itself would connect to (it maps localhost to this node's address)."""
+    if address.startswith("ray://"):
+        return address  # Ray Client: connected as given
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address(address)
+    except Exception:  # private API changed, or no cluster found for auto: ray.init reports it
+        return None if address == "auto" else address
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """("host", port) of ``host:port`` or ``ray://host:port``; None for anything else."""
+    rest = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
 def check_available() -> None:
     """Raise a ``UserError`` naming the extra when Ray (with Tune) is not installed."""
     try:
@@ -105,7 +174,7 @@ def run_sweep_ray(
         if not pending:
             return
         progress = Progress(len(trials), done0, total_steps or {}, run_dir, log)
-        with _cluster(settings, log), _watching(progress, pending, run_dir):
+        with _reaped(settings), _cluster(settings, log), _watching(progress, pending, run_dir):
             grid = _tuner(cfg, pending, run_dir, settings, log).fit()
         _check_finished(grid, pending, run_dir)
 
@@ -133,21 +202,21 @@ def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cw
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     trial = Trial(**config["trial"])
-    d = trial_dir(Path(run_dir), trial)
+    d = RunDir(run_dir).trial(trial)
     if _finished(cfg, trial, d):  # Ray's state can lag the files (driver killed before saving it)
-        record = {**results.read_json(d / "status.json"), "skipped": True}
+        record = {**results.read_json(d.status), "skipped": True}
     else:
-        record = {**run_trial(cfg, trial, d, log=lambda m: None), "skipped": False}
+        record = {**run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None), "skipped": False}
     if record["state"] == "failed":
-        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d / 'error.txt'})")
+        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d.error})")
     keep = ("state", "seconds", "steps", "skipped", "diverged_at", "reason")
     tune.report({"trial": trial.id, **{k: record[k] for k in keep if k in record}})
 
 
-def _finished(cfg: StudyConfig, trial: Trial, d: Path) -> bool:
-    if results.read_state(d) not in results.TERMINAL:
+def _finished(cfg: StudyConfig, trial: Trial, d: TrialDir) -> bool:
+    if d.state() not in results.TERMINAL:
         return False
-    return same_trial_config(results.read_json(d / "config.json"), cfg, trial)
+    return same_trial_config(results.read_json(d.config), cfg, trial)
 
 
 def _trial_name(trial: Any) -> str:
@@ -156,6 +225,13 @@ def _trial_name(trial: Any) -> str:
 
 
 # ---------------------------------------------------------------- on the driver
+
+
+def _reaped(settings: RaySettings) -> contextlib.AbstractContextManager:
+    """A cluster started here is this driver's: nothing of it may outlive the driver."""
+    from lorasweep.sweep.orphans import reaped
+
+    return reaped() if settings.address is None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -169,6 +245,7 @@ def _cluster(settings: RaySettings, log: Callable[[str], None]) -> Iterator[None
         return
     try:
         if settings.address:
+            check_reachable(settings.address)  # also when called without preflight
             ray.init(address=settings.address)
             log(f"ray: connected to {settings.address} ({_resources(ray)})")
         else:
@@ -199,7 +276,7 @@ def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RayS
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
-    storage = run_dir / "ray"
+    storage = RunDir(run_dir).ray
     restored = _restore(tune, _last_experiment(storage), trainable, pending, run_dir, log)
     if restored is not None:
         return restored
@@ -257,7 +334,7 @@ def _would_run(tuner: Any, run_dir: Path) -> set[str]:
     for tid, r in _by_trial(tuner.get_results()):
         if r.error is None and "state" in (r.metrics or {}):
             continue
-        if results.read_state(run_dir / "trials" / tid) not in results.TERMINAL:
+        if RunDir(run_dir).trial(tid).state() not in results.TERMINAL:
             out.add(tid)
     return out
 
@@ -272,7 +349,7 @@ def _by_trial(grid: Any) -> Iterator[tuple[str, Any]]:
 
 def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
     """Every trial must have reached a final state; else Ray lost it (error) or Tune was interrupted."""
-    left = {t.id for t in pending if results.read_state(trial_dir(run_dir, t)) not in _OVER}
+    left = {t.id for t in pending if RunDir(run_dir).trial(t).state() not in _OVER}
     if not left:
         return
     lost = {tid: r.error for tid, r in _by_trial(grid) if tid in left and r.error is not None}
@@ -296,7 +373,7 @@ def _watching(progress: Progress, pending: list[Trial], run_dir: Path) -> Iterat
         while True:
             last = stop.is_set()
             for t in pending:
-                _observe(progress, t, trial_dir(run_dir, t), t0, seen)
+                _observe(progress, t, RunDir(run_dir).trial(t), t0, seen)
             progress.tick()
             if last:
                 return
@@ -311,8 +388,8 @@ def _watching(progress: Progress, pending: list[Trial], run_dir: Path) -> Iterat
         thread.join(timeout=30)
 
 
-def _observe(progress: Progress, t: Trial, d: Path, t0: float, seen: dict[str, str]) -> None:
-    path = d / "status.json"
+def _observe(progress: Progress, t: Trial, d: TrialDir, t0: float, seen: dict[str, str]) -> None:
+    path = d.status
     if not path.exists() or seen.get(t.id) in _OVER:
         return
     try:

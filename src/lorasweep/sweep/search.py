@@ -16,9 +16,9 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.analysis import lr_batch
 from lorasweep.config import StudyConfig
+from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep import bracket
 from lorasweep.sweep.grid import Trial, expand
-from lorasweep.sweep.local import existing_trials, trial_dir
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,13 @@ def start_lr(cfg: StudyConfig, method: str) -> float:
     return bracket.lattice_lr(br.start_lr.get(method, br.default_start_lr))
 
 
-def validation_score(trial_dir: Path, metric: str) -> tuple[str, tuple[float, float] | None]:
+def validation_score(trial_dir: TrialDir, metric: str) -> tuple[str, tuple[float, float] | None]:
     """(state, (validation metric, -validation held-out loss)) of one trial; the score is None unless
     the trial completed."""
-    state = results.read_state(trial_dir)
+    state = trial_dir.state()
     if state != "completed":
         return state, None
-    metrics = results.read_json(trial_dir / "metrics.json")
+    metrics = results.read_json(trial_dir.metrics)
     task, name = metric.split(".", 1)
     val = metrics.get("validation", {}).get(task, {})
     if name not in val:
@@ -74,7 +74,7 @@ def lr_scores(run_dir: Path, method: str, batch: int, lrs, seeds: list[int], met
     for lr in lrs:
         states, scores = [], []
         for s in seeds:
-            state, score = validation_score(trial_dir(run_dir, Trial(method, batch, lr, s)), metric)
+            state, score = validation_score(RunDir(run_dir).trial(Trial(method, batch, lr, s)), metric)
             states.append(state)
             scores.append(score)
         if "failed" in states:
@@ -88,12 +88,13 @@ def lr_scores(run_dir: Path, method: str, batch: int, lrs, seeds: list[int], met
 
 def disk_lrs(run_dir: Path, method: str, batch: int) -> list[float]:
     """LRs with a trial directory for (method, batch), from their config files."""
-    return sorted({t.lr for t in existing_trials(run_dir) if t.method == method and t.batch_size == batch})
+    found = RunDir(run_dir).existing_trials()
+    return sorted({t.lr for t in found if t.method == method and t.batch_size == batch})
 
 
 def cell_states(cfg: StudyConfig, run_dir: Path) -> list[CellState]:
     """The bracketed search's state of every (method, batch size), batch sizes in ascending order."""
-    from lorasweep.sweep.trial import selection_metric
+    from lorasweep.evals.suite import selection_metric
 
     br, metric = cfg.train.bracket, selection_metric(cfg)
     out = []
@@ -164,7 +165,7 @@ def run_rounds(
         todo = [
             t
             for t in needed
-            if t.id not in attempted and results.read_state(trial_dir(run_dir, t)) not in results.TERMINAL
+            if t.id not in attempted and RunDir(run_dir).trial(t).state() not in results.TERMINAL
         ]
         if not todo:
             return rounds

@@ -1,260 +1,118 @@
 """One trial: (method, batch size, LR, seed) -> a self-describing trial directory.
 
-The single trial function every backend calls (in-process, local workers, Ray).
+The single trial function every backend calls (in-process, local workers, Ray).  It builds the model
+with its adapter, trains it, evaluates it (``evals/suite.py``) and writes the trial directory
+(``rundir.TrialDir``); what data it trains on comes from ``data/cache.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 import json
 import math
 import shutil
 import time
 import traceback
-from collections.abc import Callable
-from pathlib import Path
-
-import torch
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from lorasweep import results
-from lorasweep.config import StudyConfig, to_dict
+from lorasweep.config import StudyConfig
+from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial
-
-# Settings that do not change a trial's result: the grid's other points, where and how it is run,
-# and how the report reads it.  Extending a grid or changing workers keeps finished trials valid.
-_NOT_RESULT = {
-    "name": None,
-    "output_dir": None,
-    "sweep": None,
-    "report": None,
-    "adapter": ("methods",),
-    "train": ("batch_sizes", "learning_rates", "seeds", "lr_search", "bracket"),
-    "eval": ("same_step_loss",),  # an extra measurement during training; training is unchanged
-}
+from lorasweep.sweep.resume import trial_config
 
 
-def result_config(cfg: StudyConfig) -> dict:
-    """The part of the study config that a trial's (or the baseline's) result depends on."""
-    out = to_dict(cfg)
-    for section, keys in _NOT_RESULT.items():
-        if keys is None:
-            out.pop(section)
-        else:
-            for k in keys:
-                out[section].pop(k)
-    return out
-
-
-def trial_config(cfg: StudyConfig, trial: Trial) -> dict:
-    """What a trial's result depends on: the result-relevant config and the trial's grid point."""
-    return {"study": result_config(cfg), "trial": trial.as_dict()}
-
-
-@functools.lru_cache(maxsize=4)
-def _encoded_train(source: str, fmt: str, model_source: str, n: int, template: str, max_len: int):
-    from lorasweep.data import sources, templates
-    from lorasweep.data.tokenize import encode
-    from lorasweep.models import load_tokenizer
-
-    tok = load_tokenizer(model_source)
-    pairs = sources.load_training_pairs(source, fmt, n)
-    return [encode(tok, *templates.render(template, q, a, tok), max_len) for q, a in pairs]
-
-
-def n_train(cfg: StudyConfig) -> int:
-    """Training rows actually trained on: the budget less any rows held out for validation."""
-    return cfg.data.num_train - cfg.eval.selection.from_train
-
-
-def encoded_train(cfg: StudyConfig):
-    """The tokenised training set of a study (cached per process: trials share it)."""
-    d = cfg.data
-    return _encoded_train(d.train, d.format, cfg.model.source, n_train(cfg), d.template, d.max_seq_len)
-
-
-@functools.lru_cache(maxsize=8)
-def _rows(source: str, n: int | None) -> list[dict]:
-    from lorasweep.data import sources
-
-    return sources.load_rows(source, "test", n)
-
-
-def eval_rows(cfg: StudyConfig, task: str) -> list[dict]:
-    """The test rows of ``task`` (cached per process: trials share them).  Reported, never chosen on."""
-    from lorasweep.evals.registry import data_source
-
-    return _rows(data_source(task, cfg.eval.data), cfg.eval.num_examples)
-
-
-def selection_task(cfg: StudyConfig) -> str:
-    return selection_metric(cfg).split(".")[0]
-
-
-def selection_metric(cfg: StudyConfig) -> str:
-    """The metric every choice maximises, on validation rows."""
-    return cfg.eval.selection.metric or cfg.report.metric
-
-
-def validation_source(cfg: StudyConfig) -> str:
-    """Where the validation rows come from, in words (for plan and the report)."""
-    from lorasweep.evals.registry import get
-
-    sel, task = cfg.eval.selection, selection_task(cfg)
-    if sel.from_train:
-        return f"the last {sel.from_train} of the first {cfg.data.num_train} rows of {cfg.data.train} (not trained on)"
-    source = sel.data or get(task).validation_source(cfg.eval.data.get(task))
-    return f"{source} (validation split)" if source and source.startswith("builtin:") else str(source)
-
-
-@functools.lru_cache(maxsize=4)
-def _validation_rows(task: str, source: str | None, fmt: str, held_out: int, budget: int, n: int | None):
-    from lorasweep.data import sources
-    from lorasweep.evals.registry import get
-
-    if held_out:
-        pairs = sources.load_training_pairs(source, fmt, budget)[budget - held_out :]
-        rows = [get(task).from_pair(q, a) for q, a in pairs]
-        return rows[:n] if n is not None else rows
-    return sources.load_rows(source, "validation", n)
-
-
-def validation_rows(cfg: StudyConfig) -> list[dict]:
-    """The validation rows of the selection task: every choice (LR, batch size) is made on these."""
-    from lorasweep.evals.registry import get
-
-    sel, task = cfg.eval.selection, selection_task(cfg)
-    if sel.from_train:
-        return _validation_rows(
-            task, cfg.data.train, cfg.data.format, sel.from_train, cfg.data.num_train, sel.num_examples
-        )
-    source = sel.data or get(task).validation_source(cfg.eval.data.get(task))
-    return _validation_rows(task, source, cfg.data.format, 0, 0, sel.num_examples)
-
-
-def evaluate_model(cfg: StudyConfig, model, tok, out_dir: Path, run_dir: Path, generator=None) -> dict:
-    """Every configured task on its test rows, and the selection task on its validation rows
-    (under ``"validation"``), each with generation, scoring and held-out loss -> metrics by task."""
-    metrics = {}
-    for task in cfg.eval.tasks:
-        metrics[task] = _evaluate_rows(
-            cfg, task, eval_rows(cfg, task), model, tok, out_dir, run_dir, generator
-        )
-    task = selection_task(cfg)
-    rows = validation_rows(cfg)
-    val = _evaluate_rows(cfg, task, rows, model, tok, out_dir / "validation", run_dir, generator)
-    metrics["validation"] = {task: val}
-    return metrics
-
-
-def _evaluate_rows(
-    cfg: StudyConfig, task: str, rows, model, tok, out_dir: Path, run_dir: Path, generator
-) -> dict:
-    from lorasweep import evals
-    from lorasweep.data import templates, tokenize
-    from lorasweep.evals.heldout import heldout_loss
-
-    settings = evals.GenerationSettings(
-        cfg.data.template, cfg.eval.max_new_tokens, cfg.eval.batch_size, generator=generator
-    )
-    # one judgment cache per run: a re-run trial never pays for a judgment twice
-    options = {"judge": dataclasses.asdict(cfg.eval.judge), "judge_cache": str(run_dir / "judge-cache.jsonl")}
-    metrics = evals.evaluate(task, model, tok, rows, settings, out_dir, options)
-    spec = evals.EVALUATORS[task]
-    if cfg.eval.heldout_loss and spec.reference is not None:
-        enc = [
-            tokenize.encode(
-                tok,
-                *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
-                cfg.data.max_seq_len,
-            )
-            for r in rows
-        ]
-        metrics["heldout_loss"] = heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
-    return metrics
-
-
-def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:
-    """Held-out loss on the validation rows, for the same-step view: the step log records it after
-    optimizer steps 1, 2, 4, 8, ... so every batch size shares those steps (docs/method.md,
-    "Same-step view").  Reads the model only (no gradient, no RNG); adds its seconds to ``spent[0]``
-    (not training time); None when switched off."""
-    from lorasweep import evals
-    from lorasweep.data import templates, tokenize
-    from lorasweep.evals.heldout import heldout_loss
-
-    spec = evals.EVALUATORS[selection_task(cfg)]
-    if not cfg.eval.same_step_loss or spec.reference is None:
-        return None
-    enc = [
-        tokenize.encode(
-            tok,
-            *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
-            cfg.data.max_seq_len,
-        )
-        for r in validation_rows(cfg)
-    ]
-
-    def probe() -> float:
-        t, was_training = time.perf_counter(), model.training
-        model.eval()
-        try:
-            return heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
-        finally:
-            model.train(was_training)
-            spent[0] += time.perf_counter() - t
-
-    return probe
-
-
-def run_trial(cfg: StudyConfig, trial: Trial, trial_dir: Path, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate one trial into ``trial_dir`` (cleared first); return its status record.
+def run_trial(cfg: StudyConfig, trial: Trial, run_dir: RunDir, log: Callable[[str], None] = print) -> dict:
+    """Train and evaluate one trial into its directory of ``run_dir`` (cleared first); return its
+    status record.
 
     Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
     so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
-    Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches ``trial_dir``.
+    Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches the
+    directory and evaluates: the other ranks get ``out = None``.
     """
     from lorasweep.train import device
 
-    main = device.is_main_process()
     started = time.time()
-    if main:
-        if trial_dir.exists():
-            shutil.rmtree(trial_dir)
-        trial_dir.mkdir(parents=True)
-        results.atomic_write_json(trial_dir / "config.json", trial_config(cfg, trial))
-        results.write_status(trial_dir, "running", started=started)
+    out = run_dir.trial(trial) if device.is_main_process() else None
+    if out is not None:
+        _start(out, cfg, trial, started)
     try:
-        outcome = _train_and_evaluate(cfg, trial, trial_dir, log)
+        outcome = _train_and_evaluate(cfg, trial, out, run_dir, log)
     except Exception as e:  # recorded, not raised: one bad trial must not stop a sweep
-        tb = traceback.format_exc()
-        if not main:
-            log(tb)
-            return {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
-        results.atomic_write_text(trial_dir / "error.txt", tb)
-        record = {
-            "state": "failed",
-            "error": f"{type(e).__name__}: {e}",
-            "started": started,
-            "seconds": time.time() - started,
-        }
-        results.write_status(trial_dir, **record)
-        return record
+        record = {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
+        if out is None:
+            log(traceback.format_exc())
+            return record
+        results.atomic_write_text(out.error, traceback.format_exc())
+        outcome = record
     record = {"started": started, "seconds": time.time() - started, **outcome}
-    if main:
-        results.write_status(trial_dir, **record)
+    if out is not None:
+        results.write_status(out.path, **record)
     return record
 
 
-def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) -> dict:
+def _start(out: TrialDir, cfg: StudyConfig, trial: Trial, started: float) -> None:
+    if out.path.exists():
+        shutil.rmtree(out.path)
+    out.path.mkdir(parents=True)
+    results.atomic_write_json(out.config, trial_config(cfg, trial))
+    results.write_status(out.path, "running", started=started)
+
+
+@dataclass
+class Built:
+    """A trial's model, ready to train."""
+
+    accelerator: Any
+    model: Any  # prepared by accelerate
+    tokenizer: Any
+    train_set: list  # the study's tokenised training rows
+    split: Any  # batching.BatchSplit
+    method: Any  # adapters.Method: attach, param groups, export, merge
+    spec: Any  # adapters.AdapterSpec
+    trainable: int
+    frozen: int
+
+
+def _train_and_evaluate(
+    cfg: StudyConfig, trial: Trial, out: TrialDir | None, run_dir: RunDir, log: Callable[[str], None]
+) -> dict:
+    t = time.perf_counter()
+    built = _build(cfg, trial)
+    if out is not None:
+        log(f"[{trial.id}] {built.split.describe()}")
+    timings = {"setup": time.perf_counter() - t}
+    result, timings["same_step_loss"] = _train(cfg, trial, built, out)
+    timings["train"] = result.seconds
+    metrics: dict = {"train": _train_metrics(result, built)}
+    outcome = {"state": result.status, "steps": result.steps_done}
+    if result.status == "diverged":
+        outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
+    if out is None:
+        return outcome
+    model = built.accelerator.unwrap_model(built.model)
+    exported = built.method.export(model, out.path)  # applies to the original base model
+    if result.status == "completed":
+        t = time.perf_counter()
+        metrics.update(_evaluate(cfg, model, built, out, run_dir, exported))
+        timings["eval"] = time.perf_counter() - t
+    results.atomic_write_json(out.metrics, metrics)
+    results.atomic_write_json(out.provenance, {**results.provenance(), "timings": timings})
+    return outcome
+
+
+def _build(cfg: StudyConfig, trial: Trial) -> Built:
+    """Base model + the method's adapter, on the device accelerate chose; the batch split derived."""
+    import torch
     from accelerate import Accelerator
 
     from lorasweep import adapters, models
-    from lorasweep.train import batching, device, loop
+    from lorasweep.data.cache import encoded_train
+    from lorasweep.train import batching, device
 
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=device.mixed_precision())
     device.enable_tf32()
     device.reset_peak_memory()
@@ -274,16 +132,22 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
     )
     method = adapters.get(trial.method)
     model = method.attach(model, spec)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    n_frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
-    if accelerator.is_main_process:
-        log(f"[{trial.id}] {split.describe()}")
     model = accelerator.prepare_model(model)
-    timings["setup"] = time.perf_counter() - t
+    return Built(accelerator, model, tok, train_set, split, method, spec, trainable, frozen)
 
-    train_spec = loop.TrainSpec(
-        split=split,
+
+def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None):
+    """The step loop on the study's training set; one line per step into steps.jsonl, with the
+    validation rows' held-out loss after steps 1, 2, 4, 8, ... (the same-step view; its seconds are
+    measurement, not training time)."""
+    from lorasweep.evals.suite import same_step_probe
+    from lorasweep.train import loop
+
+    spec = loop.TrainSpec(
+        split=built.split,
         lr=trial.lr,
         seed=trial.seed,
         epochs=cfg.train.epochs,
@@ -293,30 +157,49 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         max_grad_norm=cfg.train.max_grad_norm,
         divergence_factor=cfg.train.divergence_factor,
     )
-    main = accelerator.is_main_process
-    probe_seconds = [0.0]
-    probe = same_step_probe(cfg, accelerator.unwrap_model(model), tok, probe_seconds) if main else None
-    with (trial_dir / "steps.jsonl").open("w") if main else contextlib.nullcontext() as steplog:
+    spent = [0.0]
+    model = built.accelerator.unwrap_model(built.model)
+    probe = same_step_probe(cfg, model, built.tokenizer, spent) if out is not None else None
+    groups = built.method.param_groups(built.model, built.spec)
+    with _step_log(out, probe) as on_step:
+        result = loop.train(
+            built.model,
+            built.train_set,
+            spec,
+            built.tokenizer.pad_token_id,
+            built.accelerator,
+            on_step,
+            groups,
+        )
+    result.seconds -= spent[0]
+    return result, spent[0]
+
+
+@contextlib.contextmanager
+def _step_log(out: TrialDir | None, probe: Callable[[], float] | None) -> Iterator[Callable[[dict], None]]:
+    if out is None:
+        yield lambda record: None
+        return
+    with out.steps.open("w") as f:
 
         def on_step(record: dict) -> None:
-            if steplog is None:
-                return
             if probe is not None and record["step"] & (record["step"] - 1) == 0:  # a power of two
                 record["val_loss"] = probe()
             # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
             clean = {
                 k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
             }
-            steplog.write(json.dumps(clean) + "\n")
-            steplog.flush()
+            f.write(json.dumps(clean) + "\n")
+            f.flush()
 
-        groups = method.param_groups(model, spec)
-        result = loop.train(model, train_set, train_spec, tok.pad_token_id, accelerator, on_step, groups)
-    result.seconds -= probe_seconds[0]  # training time only: the same-step losses are measurement
-    timings["train"] = result.seconds
-    timings["same_step_loss"] = probe_seconds[0]
-    unwrapped = accelerator.unwrap_model(model)
-    train_metrics = {
+        yield on_step
+
+
+def _train_metrics(result, built: Built) -> dict:
+    from lorasweep.train import device
+
+    split = built.split
+    return {
         "steps": result.steps_done,
         "total_steps": result.total_steps,
         "warmup_steps": result.warmup_steps,
@@ -324,8 +207,8 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         "input_tokens": result.input_tokens,
         "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
         "final_loss": result.losses[-1] if result.losses else None,
-        "trainable_parameters": n_trainable,
-        "frozen_parameters": n_frozen,
+        "trainable_parameters": built.trainable,
+        "frozen_parameters": built.frozen,
         "noise_scale": result.noise_scale,
         "split": {
             "micro": result.split.micro,
@@ -335,29 +218,22 @@ def _train_and_evaluate(cfg: StudyConfig, trial: Trial, trial_dir: Path, log) ->
         "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
         "oom_retries": result.oom_retries,
         "peak_memory": device.peak_memory(),
-        "device": device.describe(accelerator),
+        "device": device.describe(built.accelerator),
     }
-    metrics: dict = {"train": train_metrics}
-    if accelerator.is_main_process:
-        exported = method.export(unwrapped, trial_dir)  # applies to the original base model
-    if result.status == "completed" and accelerator.is_main_process:
-        t = time.perf_counter()
-        merged = method.merge(unwrapped)  # ~1.4x faster generation; same function
-        merged.eval()
-        generator = None
-        if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
-            from lorasweep.evals.vllm_backend import vllm_generator
 
-            base = models.resolve_source(cfg.model.source)  # export_kind "lora" (config checks it)
-            generator = vllm_generator(base, exported, cfg.model.dtype, cfg.eval.max_new_tokens)
-        metrics.update(
-            evaluate_model(cfg, merged, tok, trial_dir / "eval", trial_dir.parent.parent, generator)
-        )
-        timings["eval"] = time.perf_counter() - t
-    if accelerator.is_main_process:
-        results.atomic_write_json(trial_dir / "metrics.json", metrics)
-        results.atomic_write_json(trial_dir / "provenance.json", {**results.provenance(), "timings": timings})
-    outcome = {"state": result.status, "steps": result.steps_done}
-    if result.status == "diverged":
-        outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
-    return outcome
+
+def _evaluate(cfg: StudyConfig, model, built: Built, out: TrialDir, run_dir: RunDir, exported) -> dict:
+    from lorasweep.evals.suite import evaluate_model
+
+    merged = built.method.merge(model)  # ~1.4x faster generation; same function
+    merged.eval()
+    generator = None
+    if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
+        from lorasweep import models
+        from lorasweep.evals.vllm_backend import vllm_generator
+
+        base = models.resolve_source(cfg.model.source)  # export_kind "lora" (config checks it)
+        generator = vllm_generator(base, exported, cfg.model.dtype, cfg.eval.max_new_tokens)
+    return evaluate_model(
+        cfg, merged, built.tokenizer, out.eval, out.validation_eval, run_dir.judge_cache, generator
+    )

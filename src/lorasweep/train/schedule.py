@@ -12,9 +12,11 @@ def warmup_steps(total: int, ratio: float) -> int:
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     """Multiplier of the peak LR for the update at ``step``.
 
-    Warmup is linear and reaches the peak at the last warmup step; unlike HF's schedulers the first
-    update does not run at LR 0 (which would waste a sixth of a 6-step budget at batch 512).  Cosine and
-    linear then decay towards 0 at step ``total``.
+    Warmup is linear over steps ``0 .. warmup-1`` at ``(step+1)/(warmup+1)`` of the peak, so the last
+    warmup step runs at ``warmup/(warmup+1)`` and the peak LR is first used one step later, at step
+    ``warmup`` (where the decay starts); unlike HF's schedulers the first update does not run at LR 0
+    (which would waste a sixth of a 6-step budget at batch 512).  Cosine and linear then decay towards
+    0 at step ``total``.
     """
     if step < warmup:
         return (step + 1) / (warmup + 1)

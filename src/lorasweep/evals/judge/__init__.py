@@ -5,12 +5,15 @@ Adding a judge = one module with a class implementing ``reply.JudgeBackend`` + o
 
 from __future__ import annotations
 
-import difflib
+from typing import TYPE_CHECKING
 
-from lorasweep.errors import UserError
+from lorasweep.errors import UserError, did_you_mean
 from lorasweep.evals.judge.local import LocalJudge
 from lorasweep.evals.judge.openai_compatible import OpenAICompatibleJudge
 from lorasweep.evals.judge.reply import JudgeBackend, Reply
+
+if TYPE_CHECKING:  # config.py validates registry names, so importing it here would close a loop
+    from lorasweep.config import JudgeConfig
 
 BACKENDS = {
     "openai-compatible": OpenAICompatibleJudge,
@@ -18,14 +21,13 @@ BACKENDS = {
 }
 
 
-def make_backend(cfg: dict) -> JudgeBackend:
-    """The judge described by ``cfg`` (the ``eval.judge`` section as a plain dict)."""
-    name = cfg.get("backend", "openai-compatible")
+def make_backend(cfg: JudgeConfig) -> JudgeBackend:
+    """The judge described by ``cfg`` (the ``eval.judge`` section)."""
+    name = cfg.backend
     if name not in BACKENDS:
-        close = difflib.get_close_matches(name, list(BACKENDS), n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(
-            f"unknown judge backend {name!r}; valid: {', '.join(BACKENDS)}{hint}", "eval.judge.backend"
+            f"unknown judge backend {name!r}; valid: {', '.join(BACKENDS)}{did_you_mean(name, BACKENDS)}",
+            "eval.judge.backend",
         )
     return BACKENDS[name](cfg)
 

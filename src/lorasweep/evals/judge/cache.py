@@ -5,20 +5,22 @@ everything the judge was shown: questions, the model's answers, the reference). 
 text and parsed again on every read, so a parser fix never costs a request.  Failed judgments are not
 stored: they are exactly what the next run asks for again.
 
-Appends take an exclusive ``flock`` (worker processes may share one cache file) and are flushed at
+Appends hold an exclusive lock on the cache file (``locks.exclusive``: worker processes may share one) and are flushed at
 once, so an interrupted run keeps everything it paid for.  A line cut short by a crash is skipped on
 reading (that judgment is asked again once); the last line for a key wins.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import threading
 import time
 from pathlib import Path
+
+from lorasweep.jsonl import iter_jsonl
+from lorasweep.locks import exclusive
 
 
 def content_hash(messages: list[dict]) -> str:
@@ -35,13 +37,10 @@ class JudgmentCache:
         self._lock = threading.Lock()
         self._entries: dict[str, dict] = {}
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                        self._entries[entry["key"]] = entry
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line: that judgment is simply asked again
+            # a torn last line is skipped: that judgment is simply asked again
+            for _, entry in iter_jsonl(self.path, skip_invalid=True):
+                if isinstance(entry, dict) and "key" in entry:
+                    self._entries[entry["key"]] = entry
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -55,16 +54,12 @@ class JudgmentCache:
         line = (json.dumps(entry, ensure_ascii=False) + "\n").encode()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("ab+") as f:
-                fcntl.flock(f, fcntl.LOCK_EX)
-                try:
-                    if f.seek(0, os.SEEK_END):
-                        f.seek(-1, os.SEEK_END)
-                        if f.read(1) != b"\n":
-                            line = b"\n" + line  # after a torn line: start a fresh one
-                    f.write(line)
-                    f.flush()
-                finally:
-                    fcntl.flock(f, fcntl.LOCK_UN)
+            with exclusive(self.path), self.path.open("ab+") as f:
+                if f.seek(0, os.SEEK_END):
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        line = b"\n" + line  # after a torn line: start a fresh one
+                f.write(line)
+                f.flush()
             self._entries[key] = entry
         return entry

@@ -10,24 +10,29 @@ keeps (and caches) what was already judged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lorasweep.evals.judge.reply import Reply
 
+if TYPE_CHECKING:
+    from lorasweep.config import JudgeConfig
+
+DTYPE = "float32"  # the judge's weights: it is not trained, and fp32 is exact on every device
+
 
 class LocalJudge:
-    def __init__(self, cfg: dict):
-        self.source = cfg["model"]
+    def __init__(self, cfg: JudgeConfig):
+        self.source = cfg.model
         self.identity = f"local:{self.source}"
-        self.batch_size = int(cfg.get("concurrency", 4))
-        self.max_tokens = int(cfg.get("max_tokens", 1024))
-        self.dtype = cfg.get("dtype", "float32")
+        self.batch_size = cfg.concurrency
+        self.max_tokens = cfg.max_tokens
         self._loaded = None
 
     def _model(self):
         if self._loaded is None:
             from lorasweep.models import load_base
 
-            self._loaded = load_base(self.source, self.dtype)
+            self._loaded = load_base(self.source, DTYPE)
         return self._loaded
 
     def render(self, messages: list[dict], tokenizer) -> str:

@@ -5,8 +5,8 @@ endpoint (``https://generativelanguage.googleapis.com/v1beta/openai``), vLLM and
 The judge decodes greedily (temperature 0), as MT-Bench's reference code does.
 
 Failure handling (one request = one judgment):
-- retried with exponential backoff (``retry_base_s * 2**attempt``, up to +25 % jitter, capped at
-  ``retry_max_s``), at most ``max_retries`` times: timeouts and connection errors, HTTP 429, 408, 425
+- retried with exponential backoff (``RETRY_BASE_S * 2**attempt``, up to +25 % jitter, capped at
+  ``RETRY_MAX_S``), at most ``max_retries`` times: timeouts and connection errors, HTTP 429, 408, 425
   and 5xx (waiting ``Retry-After`` seconds instead when the server sends it, capped the same way), a
   body that is not the expected JSON, and empty content.  Empty content is treated as transient because servers
   under load return it; a judge that always returns it (a safety filter) ends ``failed``, and the next
@@ -30,11 +30,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from lorasweep.errors import UserError
 from lorasweep.evals.judge.reply import Reply
 
+if TYPE_CHECKING:
+    from lorasweep.config import JudgeConfig
+
 RETRY_STATUS = frozenset({408, 425, 429})  # and every 5xx
+RETRY_BASE_S = 1.0  # first backoff delay (tests shorten it)
+RETRY_MAX_S = 60.0  # longest wait between two attempts, Retry-After included
 
 
 class _Transient(Exception):
@@ -48,19 +54,17 @@ class _Fatal(Exception):
 
 
 class OpenAICompatibleJudge:
-    def __init__(self, cfg: dict):
-        if not cfg.get("base_url") or not cfg.get("model"):
+    def __init__(self, cfg: JudgeConfig):
+        if not cfg.base_url or not cfg.model:
             raise UserError("the openai-compatible judge needs base_url and model", "eval.judge")
-        self.url = cfg["base_url"].rstrip("/") + "/chat/completions"
-        self.model = cfg["model"]
+        self.url = cfg.base_url.rstrip("/") + "/chat/completions"
+        self.model = cfg.model
         self.identity = f"openai-compatible:{self.model}"
-        self.timeout_s = float(cfg.get("timeout_s", 60.0))
-        self.max_retries = int(cfg.get("max_retries", 5))
-        self.concurrency = int(cfg.get("concurrency", 4))
-        self.max_tokens = int(cfg.get("max_tokens", 1024))
-        self.retry_base_s = float(cfg.get("retry_base_s", 1.0))
-        self.retry_max_s = float(cfg.get("retry_max_s", 60.0))
-        self._key = _read_key(cfg.get("api_key_env"))
+        self.timeout_s = cfg.timeout_s
+        self.max_retries = cfg.max_retries
+        self.concurrency = cfg.concurrency
+        self.max_tokens = cfg.max_tokens
+        self._key = _read_key(cfg.api_key_env)
         self._stop = threading.Event()
         self._stop_reason = ""
 
@@ -100,8 +104,8 @@ class OpenAICompatibleJudge:
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.retry_max_s)
-        return min(self.retry_base_s * 2**attempt * (1 + 0.25 * random.random()), self.retry_max_s)
+            return min(retry_after, RETRY_MAX_S)
+        return min(RETRY_BASE_S * 2**attempt * (1 + 0.25 * random.random()), RETRY_MAX_S)
 
     def _post(self, messages: list[dict]) -> str:
         body = {"model": self.model, "messages": messages, "temperature": 0, "max_tokens": self.max_tokens}

@@ -11,8 +11,10 @@ part of every cache key, so changed prompts are never answered from old judgment
 
 from __future__ import annotations
 
+from lorasweep.data.mtbench import REFERENCE_CATEGORIES as REFERENCE_CATEGORIES
+from lorasweep.data.mtbench import uses_reference
+
 PROMPT_VERSION = "lorasweep-mtbench-single-1"
-REFERENCE_CATEGORIES = ("math", "reasoning", "coding")  # MT-Bench's reference-guided categories
 
 SYSTEM = "You are a careful, impartial evaluator of AI assistant responses."
 
@@ -29,10 +31,6 @@ _REFERENCED = (
     'a rating from 1 to 10, written exactly as "[[rating]]", for example "Rating: [[6]]".'
 )
 _FOCUS = {1: " to the user's question below", 2: " to the user's SECOND question in the conversation below"}
-
-
-def uses_reference(category: str) -> bool:
-    return category in REFERENCE_CATEGORIES
 
 
 def build_messages(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lorasweep.evals.judge import make_backend
 from lorasweep.evals.judge.cache import JudgmentCache, cache_key, content_hash
@@ -18,11 +19,14 @@ from lorasweep.evals.judge.parse import parse_rating
 from lorasweep.evals.judge.prompts import PROMPT_VERSION, build_messages, uses_reference
 from lorasweep.evals.judge.reply import Reply
 
+if TYPE_CHECKING:
+    from lorasweep.config import JudgeConfig
+
 FAILED = "failed"
 
 
 def judge_records(
-    records: list[dict], judge_cfg: dict, cache_path: Path, log: Callable[[str], None] = lambda m: None
+    records: list[dict], judge_cfg: JudgeConfig, cache_path: Path, log: Callable[[str], None] = lambda m: None
 ) -> list[dict]:
     """Judgments (question order, turn 1 then 2) of generation ``records``; see the module docstring."""
     backend = make_backend(judge_cfg)
