@@ -172,6 +172,12 @@ class SweepConfig:
     ray_address: str | None = _f(None, "ray: an existing cluster ('auto', 'host:port'); null starts one here")
     cpus_per_trial: float = _f(1.0, "ray: CPUs reserved per trial", gt=0)
     gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
+    pack: str = _f(
+        "auto",
+        "auto: trials of one method and batch size train together in one pass over a shared frozen base "
+        "(up to 8 adapters; the same results as alone); off: every trial trains alone",
+        choices=("auto", "off"),
+    )
 
 
 @dataclass
@@ -330,6 +336,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
                 raise ConfigError(f"must be a mapping (section), got {value!r}", full)
             kwargs[key] = _build(tp, value, f"{full}.")
         else:
+            choices = fields[key].metadata.get("choices", ())
+            if isinstance(value, bool) and {"off", "on"} & set(choices):  # YAML 1.1 reads off/on as bools
+                value = "on" if value else "off"
             kwargs[key] = _coerce(value, tp, full)
             _check_range(kwargs[key], fields[key].metadata, full)
             if isinstance(kwargs[key], list) and not kwargs[key]:
