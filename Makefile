@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/packing.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

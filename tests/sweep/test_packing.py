@@ -60,6 +60,10 @@ def sweep(out: Path, *extra: str, log=None) -> list[Trial]:
         ([("pissa", 4, 1e-3, 0), ("pissa", 4, 1e-3, 1)], ["adapter.pissa_niter=2"], [1, 1]),
         ([("pissa", 4, 1e-3, 0), ("pissa", 4, 1e-3, 1)], [], [2]),
         ([("lora", 4, 1e-3, 0), ("lora", 4, 3e-3, 0)], ["sweep.pack=off"], [1, 1]),
+        # a packed forward holds at most max_micro_batch rows: 64 // 16 = 4 per pass; 64 // 64 = 1
+        ([("lora", 16, 10.0**-k, 0) for k in range(6)], [], [3, 3]),
+        ([("lora", 64, 10.0**-k, 0) for k in range(3)], [], [1, 1, 1]),
+        ([("lora", 64, 10.0**-k, 0) for k in range(3)], ["train.max_micro_batch=128"], [2, 1]),
     ],
 )
 def test_which_trials_pack(tmp_path, trials, extra, sizes):

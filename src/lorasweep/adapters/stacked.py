@@ -42,8 +42,12 @@ class StackedLoraLinear(nn.Module):
         xs = x.to(self.a.dtype).reshape(k, -1, x.shape[-1])  # slice k = rows [k·m, (k+1)·m)
         if self.training and self.dropout > 0:
             xs = self.stack.dropout(xs, self.dropout)
-        delta = torch.bmm(torch.bmm(xs, self.a.transpose(1, 2)), self.b.transpose(1, 2))
-        return (result + (delta * self.scaling).reshape(result.shape)).to(result.dtype)
+        h = torch.bmm(xs, self.a.transpose(1, 2))
+        # result + s·(h @ Bᵀ) in one pass over the output (PEFT: result + lora_B(h) * s, same sum)
+        out = torch.baddbmm(
+            result.reshape(k, -1, result.shape[-1]).to(h.dtype), h, self.b.transpose(1, 2), alpha=self.scaling
+        )
+        return out.reshape(result.shape).to(result.dtype)
 
 
 class AdapterStack:

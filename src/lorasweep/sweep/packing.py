@@ -31,7 +31,7 @@ from lorasweep.config import StudyConfig
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.trial import encoded_train, evaluate_model, run_trial, trial_config
 
-MAX_GROUP = 8  # adapters per pass; beyond this the gain per added adapter is small (bench/packing.py)
+MAX_GROUP = 8  # adapters per pass; the gain per added adapter flattens beyond ~4 (bench/packing.py)
 
 
 def packable(cfg: StudyConfig) -> bool:
@@ -53,10 +53,21 @@ def _base_key(cfg: StudyConfig, t: Trial) -> tuple:
     return (t.method, t.batch_size, t.seed if seed_bound else None)
 
 
+def group_cap(cfg: StudyConfig, batch_size: int) -> int:
+    """Adapters per pass at ``batch_size``: at most ``MAX_GROUP``, and a packed forward holds at most
+    ``train.max_micro_batch`` rows (K x the micro-batch), the memory a trial alone may use.  On a CPU
+    this is also where packing stops paying: at 4 rows per trial it gains ~1.6x, at 64 it loses ~5 %
+    (``bench/packing.py``)."""
+    from lorasweep.train import batching
+
+    micro = batching.derive_split(batch_size, cfg.train.max_micro_batch).micro
+    return max(1, min(MAX_GROUP, cfg.train.max_micro_batch // micro))
+
+
 def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
-    """``trials`` as units of work, in the order their first trial appears: one trial each when not
-    packing, else groups of at most ``MAX_GROUP`` trials sharing a base and a batch split (balanced:
-    10 trials -> 5 + 5), members ordered by seed then LR."""
+    """``trials`` as units of work: one trial each when not packing, else groups of trials sharing a
+    base and a batch split, at most :func:`group_cap` each (balanced: 10 trials in groups of at most 8
+    -> 5 + 5), members ordered by seed then LR."""
     if not packable(cfg):
         return [[t] for t in trials]
     by_key: dict[tuple, list[Trial]] = {}
@@ -65,7 +76,8 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
     out = []
     for members in by_key.values():
         members = sorted(members, key=lambda t: (t.seed, t.lr))
-        n = math.ceil(len(members) / MAX_GROUP)
+        cap = group_cap(cfg, members[0].batch_size)
+        n = math.ceil(len(members) / cap)
         size = math.ceil(len(members) / n)
         out += [members[i : i + size] for i in range(0, len(members), size)]
     return out
@@ -79,8 +91,8 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
         return ["packing: auto, but not with this setup (Ray backend, vLLM generation or fp16 loss scaling)"]
     units = groups(cfg, trials)
     lines = [
-        f"packing: {len(trials)} trials in {len(units)} training pass(es) (same method and batch size; "
-        f"at most {MAX_GROUP} adapters per pass)"
+        f"packing: {len(trials)} trials in {len(units)} training pass(es) (same method and batch size; at "
+        f"most {MAX_GROUP} adapters and train.max_micro_batch = {cfg.train.max_micro_batch} rows per forward)"
     ]
     if cfg.train.lr_search == "bracket":
         lines.append("packing: each search round packs that round's trials the same way")
