@@ -8,8 +8,11 @@ trial alone, in-trial training throughput ÷ a plain forward+backward loop over 
 timings taken back to back in the same repetition, so a machine shared with other work slows both
 sides; ``--reps`` repetitions give the median and the spread (min, max).  One torch thread.
 
-Not covered: setup and evaluation (one model load per group instead of K is a further gain), GPUs
-(``bench/gpu_check.sh``), other models than ``--model``.
+``--device cuda`` runs the same comparison on a GPU with the trial's bf16 autocast (``bench/gpu_check.sh``
+runs it; not run on a GPU so far).
+
+Not covered: setup and evaluation (one model load per group instead of K is a further gain), models
+other than ``--model``.
 
 Writes ``bench/results/packing.json`` (every timing) and ``bench/results/packing.md``.
 """
@@ -32,10 +35,11 @@ from lorasweep.adapters import stacked
 from lorasweep.config import ALL_LINEAR
 from lorasweep.data import sources, templates
 from lorasweep.data.tokenize import collate, encode
-from lorasweep.train import batching, loop, packed
+from lorasweep.train import batching, device, loop, packed
 
 OUT = Path(__file__).resolve().parent / "results"
-LRS = (1e-3, 1.8e-3, 3.2e-3, 5.6e-3, 1e-2, 1.8e-2, 3.2e-2, 5.6e-2)  # quarter-decade steps, as a search
+MAX_MICRO = 64  # train.max_micro_batch of the trials (--max-micro)
+LRS = tuple(1e-5 * 10 ** (i / 4) for i in range(32))  # quarter-decade steps, as a search; K <= 32
 
 
 def spec(seed: int = 0) -> adapters.AdapterSpec:
@@ -44,7 +48,7 @@ def spec(seed: int = 0) -> adapters.AdapterSpec:
 
 def train_spec(batch: int, lr: float) -> loop.TrainSpec:
     return loop.TrainSpec(
-        batching.derive_split(batch, 64), lr=lr, seed=0, scheduler="cosine", warmup_ratio=0.03
+        batching.derive_split(batch, MAX_MICRO), lr=lr, seed=0, scheduler="cosine", warmup_ratio=0.03
     )
 
 
@@ -56,9 +60,13 @@ class Clock:
         self.wall = self.cpu = 0.0
 
     def __enter__(self):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self._w, self._c = time.perf_counter(), time.process_time()
 
     def __exit__(self, *exc):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         self.wall += time.perf_counter() - self._w
         self.cpu += time.process_time() - self._c
 
@@ -74,29 +82,30 @@ def separate(base, examples, batch: int, k: int, pad_id: int, accelerator) -> Cl
     return clock
 
 
-def together(base, examples, batch: int, k: int, pad_id: int) -> Clock:
+def together(base, examples, batch: int, k: int, pad_id: int, accelerator) -> Clock:
     """Training time of the same ``k`` trials packed (setup excluded)."""
     model = copy.deepcopy(base)
     init = stacked.initialise("lora", model, {0: spec()})
-    gens = [init.generator(0, "cpu") for _ in range(k)]
+    gens = [init.generator(0, accelerator.device) for _ in range(k)]
     stack = stacked.install(model, [init.factors[0]] * k, init.scaling, 0.0, gens)
+    model = accelerator.prepare_model(model)  # the trial's autocast (bf16 on a GPU)
     specs = [train_spec(batch, lr) for lr in LRS[:k]]
     noop = [lambda record: None] * k
     clock = Clock()
     with clock:
-        packed.train_packed(model, stack, examples, specs, pad_id, torch.device("cpu"), noop)
+        packed.train_packed(model, stack, examples, specs, pad_id, accelerator.device, noop)
     return clock
 
 
-def plain_forward_backward(base, examples, batch: int, pad_id: int) -> Clock:
+def plain_forward_backward(base, examples, batch: int, pad_id: int, accelerator) -> Clock:
     """Forward+backward alone over the micro-batches a trial at ``batch`` runs."""
     torch.manual_seed(0)
-    model = adapters.attach("lora", copy.deepcopy(base), spec())
+    model = accelerator.prepare_model(adapters.attach("lora", copy.deepcopy(base), spec()))
     model.train()
-    split = batching.derive_split(batch, 64)
+    split = batching.derive_split(batch, MAX_MICRO)
     order = batching.example_order(len(examples), 0)
     batches = [
-        collate([examples[i] for i in mb], pad_id)
+        {n: v.to(accelerator.device) for n, v in collate([examples[i] for i in mb], pad_id).items()}
         for k in range(batching.steps_per_epoch(len(examples), batch))
         for mb in batching.rank_micro_batches(batching.step_indices(order, k, split), split, 0)
     ]
@@ -131,14 +140,20 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, nargs="+", default=[32, 8], help="optimizer steps per trial, per batch size"
     )
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 autocast, as a trial")
+    p.add_argument("--max-micro", type=int, default=64, help="train.max_micro_batch of the trials")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     from accelerate import Accelerator
 
     models.quiet_libraries()
     torch.set_num_threads(1)
-    accelerator = Accelerator(cpu=True)
-    base, tok = models.load_base(args.model, "float32")
+    global MAX_MICRO
+    MAX_MICRO = args.max_micro
+    cuda = args.device == "cuda"
+    accelerator = Accelerator(cpu=not cuda, mixed_precision=device.mixed_precision() if cuda else "no")
+    device.enable_tf32()
+    base, tok = models.load_base(args.model, "float32", accelerator.device)
     steps = dict(zip(args.batches, args.steps, strict=True))
     pairs = sources.load_training_pairs(args.data, "auto", max(steps[b] * b for b in args.batches))
     all_examples = [encode(tok, *templates.render("plain", q, a, tok), args.max_len) for q, a in pairs]
@@ -147,14 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         for b in args.batches:
             examples = all_examples[: steps[b] * b]
-            plain = plain_forward_backward(base, examples, b, tok.pad_token_id)
+            plain = plain_forward_backward(base, examples, b, tok.pad_token_id, accelerator)
             trial = in_trial(base, examples, b, tok.pad_token_id, accelerator)
             raw["in_trial"].setdefault(str(b), []).append(
                 {"plain": plain.wall, "trial": trial.wall, "plain_cpu": plain.cpu, "trial_cpu": trial.cpu}
             )
             for k in args.ks:
                 sep = separate(base, examples, b, k, tok.pad_token_id, accelerator)
-                pk = together(base, examples, b, k, tok.pad_token_id)
+                pk = together(base, examples, b, k, tok.pad_token_id, accelerator)
                 raw["packed"].setdefault(f"{b}x{k}", []).append(
                     {"separate": sep.wall, "packed": pk.wall, "separate_cpu": sep.cpu, "packed_cpu": pk.cpu}
                 )
@@ -188,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "tokens_per_trial": tokens,
         "reps": args.reps,
         "threads": 1,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
         "wall_s": time.perf_counter() - t0,
         "packed_vs_separate": table,
         "in_trial_vs_plain_forward_backward": gap,
@@ -206,7 +223,8 @@ def markdown(r: dict, prov: dict) -> str:
     lines = [
         "# Packed training ÷ separate trials (`make bench`, `bench/packing.py`)",
         "",
-        f"- model {r['model']}, LoRA r=8 on all linear layers, fp32, 1 torch thread; data {r['data']}",
+        f"- model {r['model']}, LoRA r=8 on all linear layers, fp32 weights on {r['device']}"
+        f" (mixed precision: {r['mixed_precision']}), 1 torch thread; data {r['data']}",
         "- per trial: "
         + ", ".join(
             f"B={b}: {r['steps'][b]} optimizer steps, {n:,} input tokens"
