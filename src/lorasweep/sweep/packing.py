@@ -80,7 +80,18 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
         n = math.ceil(len(members) / cap)
         size = math.ceil(len(members) / n)
         out += [members[i : i + size] for i in range(0, len(members), size)]
-    return out
+    return _fill_workers(out, cfg.sweep.workers if cfg.sweep.backend == "local" else 1)
+
+
+def _fill_workers(units: list[list[Trial]], workers: int) -> list[list[Trial]]:
+    """Split the largest groups until every worker has a unit: a group is one process's work, and
+    an idle worker costs more than the packing gains (the last rounds of a search are small)."""
+    units = list(units)
+    while len(units) < workers and max(map(len, units), default=1) > 1:
+        i = max(range(len(units)), key=lambda j: len(units[j]))
+        big = units.pop(i)
+        units[i:i] = [big[: len(big) // 2], big[len(big) // 2 :]]
+    return units
 
 
 def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
