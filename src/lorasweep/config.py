@@ -175,7 +175,8 @@ class SweepConfig:
     pack: str = _f(
         "auto",
         "auto: trials of one method and batch size train together in one pass over a shared frozen base "
-        "(up to 8 adapters; the same results as alone); off: every trial trains alone",
+        "(up to 8 adapters and train.max_micro_batch rows per forward; local backends; equal to training "
+        "alone up to float rounding); off: every trial trains alone",
         choices=("auto", "off"),
     )
 
