@@ -41,6 +41,7 @@ report-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/packing.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

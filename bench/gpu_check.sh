@@ -5,6 +5,8 @@
 #    the cached `lorasweep fetch smollm2-135m` folder, else the built-in model); the loss must decrease;
 #    tokens/s, MFU and peak memory go to bench/results/gpu_check.md.
 # 2. the test suite's GPU-marked tests (pytest -m gpu).
+# 3. bench/packing.py --device cuda: K packed trials ÷ K separate (K 4/8/16, B 4/16/64) on MODEL_FOLDER
+#    (or the built-in model), bf16 autocast -> bench/results/packing.md; reported, never a failure.
 # Python: $PYTHON, else .venv/bin/python, else python3; lorasweep is imported from src/ (no install
 # needed, but torch with CUDA, transformers, peft, accelerate and pytest must be importable).
 # Exit codes: 0 all passed, 1 a check failed, 2 no CUDA (or torch missing): nothing was run.
@@ -34,6 +36,10 @@ timeout 400 "$PY" bench/gpu_check.py "$@"
 train_rc=$?
 timeout 60 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
 test_rc=$?
+MODEL=${1:-builtin:tinyworld}
+[[ "$MODEL" == --* ]] && MODEL=builtin:tinyworld
+timeout 900 "$PY" bench/packing.py --device cuda --model "$MODEL" --ks 4 8 16 --batches 4 16 64 \
+  --steps 16 16 8 --max-micro 1024 --reps 3 || echo "gpu_check: packing benchmark did not finish (not a failure)"
 echo "gpu_check: training check exit $train_rc, pytest -m gpu exit $test_rc"
 [ "$train_rc" -eq 0 ] && [ "$test_rc" -eq 0 ] && exit 0
 exit 1

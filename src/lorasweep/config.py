@@ -195,6 +195,14 @@ class SweepConfig:
     ray_address: str | None = _f(None, "ray: an existing cluster ('auto', 'host:port'); null starts one here")
     cpus_per_trial: float = _f(1.0, "ray: CPUs reserved per trial", gt=0)
     gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
+    pack: str = _f(
+        "off",
+        "auto: trials of one method and batch size (LoRA, PiSSA, MiLoRA; fp32) train together in one pass "
+        "over a shared frozen base (up to 8 adapters and train.max_micro_batch rows per forward; local "
+        "backends); equal to training alone up to float rounding, which can flip a greedy answer, so a "
+        "resumed study regrouped differently is not bit-identical: off (every trial alone) by default",
+        choices=("auto", "off"),
+    )
 
 
 @dataclass
@@ -355,6 +363,9 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
                 raise ConfigError(f"must be a mapping (section), got {value!r}", full)
             kwargs[key] = _build(tp, value, f"{full}.")
         else:
+            choices = fields[key].metadata.get("choices", ())
+            if isinstance(value, bool) and {"off", "on"} & set(choices):  # YAML 1.1 reads off/on as bools
+                value = "on" if value else "off"
             kwargs[key] = _coerce(value, tp, full)
             _check_range(kwargs[key], fields[key].metadata, full)
             if isinstance(kwargs[key], list) and not kwargs[key]:

@@ -78,6 +78,7 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
         lines += _plan_search(cfg)
     ref_b, ref_lr = reference_point(cfg)
     lines.append(f"reference config: B={ref_b}, LR={ref_lr:g} (every method, every seed)")
+    lines += _plan_packing(cfg)
     if why:
         lines.append(f"training tokens unknown here ({why}); upper bound = examples x max_seq_len")
     lines.append(
@@ -124,6 +125,14 @@ def _plan_search(cfg: StudyConfig) -> list[str]:
         f"search: {best} trials if every cell brackets in its first round, at most {worst} (worst case, "
         "reference trials included)",
     ]
+
+
+def _plan_packing(cfg: StudyConfig) -> list[str]:
+    """How the next round's trials (the grid's: all of them) pack into training passes."""
+    from lorasweep.sweep import packing
+    from lorasweep.sweep.search import needed_trials
+
+    return packing.describe(cfg, needed_trials(cfg, Path(cfg.output_dir)))
 
 
 def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from lorasweep.data.tokenize import bos_ids
+
+
+@functools.lru_cache(maxsize=8192)
+def prompt_ids(tokenizer, prompt: str) -> tuple[int, ...]:
+    """A prompt's token ids, tokenised once per tokenizer: the adapters of a packed group are evaluated
+    one after another with the same tokenizer on the same prompts."""
+    return tuple(bos_ids(tokenizer, prompt) + tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()
@@ -14,10 +23,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     pad = tokenizer.pad_token_id
     out: list[str] = []
     for start in range(0, len(prompts), batch_size):
-        encoded = [
-            bos_ids(tokenizer, p) + tokenizer(p, add_special_tokens=False)["input_ids"]
-            for p in prompts[start : start + batch_size]
-        ]
+        encoded = [prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
         width = max(map(len, encoded))
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -21,8 +21,8 @@ from lorasweep.config import StudyConfig
 from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial, schedule_order
+from lorasweep.sweep.packing import groups, run_group
 from lorasweep.sweep.resume import Progress, todo
-from lorasweep.sweep.trial import run_trial
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -45,8 +45,8 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(cfg: StudyConfig, trial: Trial, run_dir: str) -> dict:
-    return run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None)
+def _worker(cfg: StudyConfig, unit: list[Trial], run_dir: str) -> dict[str, dict]:
+    return run_group(cfg, unit, RunDir(run_dir), log=lambda m: None)
 
 
 def run_sweep(
@@ -68,15 +68,19 @@ def run_sweep(
         if not pending:
             return
         progress = Progress(len(trials), done0, total_steps, run_dir, log)
+        units = groups(cfg, pending)  # one trial each, or trials packed into one pass (sweep.pack)
         if cfg.sweep.backend == "inprocess":
-            for t in pending:
-                progress.started(t)
-                progress.finished(t, run_trial(cfg, t, RunDir(run_dir), log=log))
+            for unit in units:
+                for t in unit:
+                    progress.started(t)
+                records = run_group(cfg, unit, RunDir(run_dir), log)
+                for t in unit:
+                    progress.finished(t, records[t.id])
             return
-        _run_pool(cfg, pending, run_dir, progress)
+        _run_pool(cfg, units, run_dir, progress)
 
 
-def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: Progress) -> None:
+def _run_pool(cfg: StudyConfig, units: list[list[Trial]], run_dir: Path, progress: Progress) -> None:
     threads = str(cfg.sweep.threads_per_worker)
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -89,15 +93,18 @@ def _run_pool(cfg: StudyConfig, pending: list[Trial], run_dir: Path, progress: P
             initargs=(cfg.sweep.threads_per_worker, os.getpid()),
         ) as pool:
             futures = {}
-            queue = list(pending)
+            queue = list(units)
             while queue or futures:
                 while queue and len(futures) < cfg.sweep.workers:
-                    t = queue.pop(0)
-                    futures[pool.submit(_worker, cfg, t, str(run_dir))] = t
-                    progress.started(t)
+                    unit = queue.pop(0)
+                    futures[pool.submit(_worker, cfg, unit, str(run_dir))] = unit
+                    for t in unit:
+                        progress.started(t)
                 finished, _ = cf.wait(futures, timeout=5, return_when=cf.FIRST_COMPLETED)
                 for f in finished:
-                    progress.finished(futures.pop(f), f.result())
+                    unit, records = futures.pop(f), f.result()
+                    for t in unit:
+                        progress.finished(t, records[t.id])
                 progress.tick()
     finally:
         for k, v in saved.items():

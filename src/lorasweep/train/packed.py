@@ -1,0 +1,240 @@
+"""Several trials in one training pass: K adapters on one frozen base (``adapters/stacked.py``).
+
+The trials of a group share the base model and the effective batch, hence the micro-batch split; each
+keeps everything that makes it its own trial, with the same arithmetic as ``loop.train``:
+
+- its data order (its seed's ``batching.example_order``): step k's micro-batch i of every member forms
+  one slice of one forward pass (members with the same seed carry copies of the same rows);
+- its loss: its slice's token-loss sum over all micro-batches of the step divided by its own label
+  tokens in the step (``loop.accumulate_step``);
+- its AdamW state, LR and schedule, gradient-norm clipping (``torch.nn.utils.clip_grad_norm_``'s
+  formula, per member), divergence check (``loop._divergence``) and dropout random stream;
+- a member that diverges leaves the group at that step, before the update (as ``loop.train`` skips
+  it), and the others go on with a smaller batch.
+
+mLoRA (arXiv 2312.02515) and PLoRA (arXiv 2508.02932) share one base across LoRA jobs the same way.
+Covered: one process, one device (CPU, or a GPU with bf16 autocast).  Not covered: several processes
+(a distributed trial runs alone, ``loop.train``), fp16 loss scaling.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lorasweep.adapters.stacked import AdapterStack
+from lorasweep.data.tokenize import IGNORE, Encoded, collate
+from lorasweep.train import batching, schedule
+from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, is_oom
+
+
+class StackedAdamW:
+    """``torch.optim.AdamW`` (``foreach`` arithmetic, amsgrad off) on a (K, P) buffer, one LR and
+    weight decay per row: the K members' updates in a few tensor operations."""
+
+    def __init__(self, stack: AdapterStack, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.stack = stack
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.exp_avg = torch.zeros_like(stack.flat)
+        self.exp_avg_sq = torch.zeros_like(stack.flat)
+        self.steps = 0
+
+    def keep(self, members: list[int]) -> None:
+        index = torch.tensor(members, dtype=torch.long, device=self.exp_avg.device)
+        self.exp_avg = self.exp_avg.index_select(0, index)
+        self.exp_avg_sq = self.exp_avg_sq.index_select(0, index)
+
+    @torch.no_grad()
+    def step(self, lrs: list[float], weight_decays: list[float]) -> None:
+        p, g = self.stack.flat, self.stack.grad
+        self.steps += 1
+        column = lambda values: torch.tensor(values, dtype=p.dtype, device=p.device).unsqueeze(1)  # noqa: E731
+        if any(weight_decays):
+            p.mul_(column([1 - lr * wd for lr, wd in zip(lrs, weight_decays, strict=True)]))
+        self.exp_avg.lerp_(g, 1 - self.beta1)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        bias1 = 1 - self.beta1**self.steps
+        bias2_sqrt = (1 - self.beta2**self.steps) ** 0.5
+        denom = (self.exp_avg_sq.sqrt() / bias2_sqrt).add_(self.eps)
+        p.add_((self.exp_avg / denom) * column([-(lr / bias1) for lr in lrs]))
+
+
+@torch.no_grad()
+def clip_members(stack: AdapterStack, max_norms: list[float]) -> list[float]:
+    """Clip each member's gradient to its max norm; returns the norms before clipping."""
+    norms = torch.linalg.vector_norm(stack.grad, dim=1)
+    limit = torch.tensor(max_norms, dtype=norms.dtype, device=norms.device)
+    stack.grad.mul_((limit / (norms + 1e-6)).clamp(max=1.0).unsqueeze(1))
+    return norms.tolist()
+
+
+def stacked_batch(slices: list[list[int]], examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """One padded batch of K equal slices of rows (slice k = ``slices[k]``), each right-padded to the
+    widest; identical slices are collated once."""
+    cache: dict[tuple[int, ...], dict[str, torch.Tensor]] = {}
+    parts = []
+    for idx in slices:
+        key = tuple(idx)
+        if key not in cache:
+            cache[key] = collate([examples[i] for i in idx], pad_id)
+        parts.append(cache[key])
+    width = max(p["input_ids"].shape[1] for p in parts)
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE}
+    return {
+        k: torch.cat([F.pad(p[k], (0, width - p[k].shape[1]), value=v) for p in parts])
+        for k, v in fill.items()
+    }
+
+
+def slice_loss_sums(model, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
+    """Per slice, the sum of next-token cross-entropy over its label tokens: shape (k,)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    losses = F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+        labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="none",
+    )
+    return losses.view(k, -1).sum(1)
+
+
+def accumulate_packed(
+    model, stack: AdapterStack, micro: list[list[list[int]]], examples: list[Encoded], pad_id: int, device
+) -> tuple[list[float], list[int]]:
+    """Backward over one step for every member; ``micro[k][i]`` = member k's micro-batch i (indices).
+
+    Each member's loss is normalised by its own label tokens in the whole step.  Returns (mean token
+    loss, label tokens) per member.
+    """
+    k = len(micro)
+    totals = [sum(examples[i].n_label_tokens for mb in m for i in mb) for m in micro]
+    scale = torch.tensor([1 / max(t, 1) for t in totals], device=device)
+    loss_total = torch.zeros(k, device=device)
+    for i in range(len(micro[0])):
+        batch = {n: v.to(device) for n, v in stacked_batch([m[i] for m in micro], examples, pad_id).items()}
+        sums = slice_loss_sums(model, batch, k)
+        with warnings.catch_warnings():  # gradients accumulate into views of one buffer, on purpose
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+            (sums * scale).sum().backward()
+        loss_total += sums.detach()
+    return [loss / max(t, 1) for loss, t in zip(loss_total.tolist(), totals, strict=True)], totals
+
+
+def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry):
+    """One step's backward, retried with half the micro-batch on out-of-memory (same examples, same
+    order, same effective batch), as ``loop.step_with_oom_fallback`` does."""
+    while True:
+        micro = [batching.rank_micro_batches(idx, split, 0) for idx in per_member]
+        try:
+            return *accumulate_packed(model, stack, micro, examples, pad_id, device), split
+        except (RuntimeError, torch.OutOfMemoryError) as e:
+            if not is_oom(e) or split.micro == 1:
+                raise
+            stack.zero_grad()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            smaller = (
+                split.halved()
+                if split.micro % 2 == 0
+                else batching.BatchSplit(split.effective, 1, split.accumulation * split.micro, split.world)
+            )
+            on_retry(split, smaller)
+            split = smaller
+
+
+def train_packed(
+    model,
+    stack: AdapterStack,
+    examples: list[Encoded],
+    specs: list[TrainSpec],
+    pad_id: int,
+    device,
+    on_step: list[Callable[[dict], None]],
+    on_leave: Callable[[int, TrainResult, dict], None] = lambda k, result, state: None,
+) -> list[TrainResult]:
+    """Train the stacked adapters of ``model``, adapter k as the trial ``specs[k]``.
+
+    ``on_step[k]`` gets member k's step records (as ``loop.train`` writes them); ``on_leave(k, result,
+    state)`` is called when member k diverges, with its adapter tensors before the failed update.
+    """
+    split, epochs = specs[0].split, specs[0].epochs
+    if any(s.split != split or s.epochs != epochs for s in specs):
+        raise ValueError("packed trials must share the batch split and the number of epochs")
+    if stack.size != len(specs):
+        raise ValueError(f"{stack.size} stacked adapters for {len(specs)} trials")
+    per_epoch = batching.steps_per_epoch(len(examples), split.effective)
+    if per_epoch == 0:
+        raise ValueError(f"{len(examples)} examples are fewer than one batch of {split.effective}")
+    total = per_epoch * epochs
+    warmups = [schedule.warmup_steps(total, s.warmup_ratio) for s in specs]
+    out = [TrainResult("completed", total, warmup_steps=w, split=split) for w in warmups]
+    optimizer = StackedAdamW(stack)
+    active = list(range(len(specs)))  # members still training, in stack order
+    t_start = time.perf_counter()
+    model.train()
+    step = 0
+    for epoch in range(epochs):
+        orders = {s.seed: batching.example_order(len(examples), s.seed, epoch) for s in specs}
+        for k in range(per_epoch):
+            t0 = time.perf_counter()
+            lrs = [
+                specs[m].lr * schedule.lr_factor(step, total, warmups[m], specs[m].scheduler) for m in active
+            ]
+            indices = [batching.step_indices(orders[specs[m].seed], k, split) for m in active]
+
+            def retried(old, new, step=step, members=tuple(active)):
+                for m in members:
+                    out[m].oom_retries.append(
+                        {"step": step + 1, "from_micro": old.micro, "to_micro": new.micro}
+                    )
+
+            losses, tokens, split = _step(model, stack, indices, examples, split, pad_id, device, retried)
+            max_norms = [specs[m].max_grad_norm or math.inf for m in active]
+            norms = clip_members(stack, max_norms)
+            seconds = (time.perf_counter() - t0) / len(active)  # each member's share of the step
+            leaving = []
+            for pos, m in enumerate(active):
+                r = out[m]
+                reason = _divergence(losses[pos], norms[pos], r.losses, specs[m].divergence_factor)
+                r.split = split
+                r.label_tokens += tokens[pos]
+                r.input_tokens += sum(len(examples[i].input_ids) for i in indices[pos])
+                r.losses.append(losses[pos])
+                r.steps_done = step + 1
+                on_step[m](
+                    {
+                        "step": step + 1,
+                        "epoch": epoch,
+                        "loss": losses[pos],
+                        "lr": lrs[pos],
+                        "grad_norm": norms[pos],
+                        "tokens": tokens[pos],
+                        "seconds": seconds,
+                    }
+                )
+                if reason is not None:
+                    r.status, r.diverged_at, r.divergence_reason = "diverged", step + 1, reason
+                    r.seconds = time.perf_counter() - t_start
+                    on_leave(m, r, stack.member_state(pos))
+                    leaving.append(pos)
+            if leaving:
+                keep = [pos for pos in range(len(active)) if pos not in leaving]
+                active = [active[pos] for pos in keep]
+                lrs = [lrs[pos] for pos in keep]
+                if not active:
+                    return out
+                stack.keep(keep)
+                optimizer.keep(keep)
+            optimizer.step(lrs, [specs[m].weight_decay for m in active])
+            stack.zero_grad()
+            step += 1
+    for m in active:
+        out[m].seconds = time.perf_counter() - t_start
+    return out

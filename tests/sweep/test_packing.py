@@ -1,0 +1,225 @@
+"""Packed trials on the built-in model: which trials pack, the same trial directories as trials alone
+(files, losses, adapters, greedy generations, metrics), the plan's groups, and a group killed
+mid-evaluation re-running only its unfinished members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from lorasweep import results
+from lorasweep.cli import main
+from lorasweep.config import load_config
+from lorasweep.report.load import load_trials
+from lorasweep.sweep import packing
+from lorasweep.sweep.grid import Trial
+from lorasweep.sweep.local import run_sweep
+from lorasweep.sweep.search import grid_trials
+
+MICRO = [
+    "adapter.methods=[milora]",  # residual base and plain-LoRA export: the harder case
+    "train.batch_sizes=[4]",
+    "train.max_micro_batch=64",  # up to 8 adapters of 4 rows per packed forward
+    "train.lr_search=grid",
+    "train.learning_rates=[2e-3,5e-3]",
+    "train.seeds=[0,1]",
+    "data.num_train=32",
+    "eval.num_examples=8",
+    "eval.selection.num_examples=8",
+    "eval.max_new_tokens=8",
+    "eval.batch_size=8",
+    "sweep.backend=inprocess",
+    "sweep.pack=auto",  # off by default (config.py says why); these tests are about packing
+    "report.reference_batch_size=null",
+    "report.reference_lr=null",
+]
+TOL = 1e-5
+
+
+def config(out: Path, *extra: str):
+    return load_config("configs/demo.yaml", [*MICRO, f"output_dir={out}", *extra])
+
+
+def sweep(out: Path, *extra: str, log=None) -> list[Trial]:
+    cfg = config(out, *extra)
+    trials = grid_trials(cfg)
+    run_sweep(cfg, trials, out, {}, log or (lambda m: None))
+    return trials
+
+
+@pytest.mark.parametrize(
+    ("trials", "extra", "sizes"),
+    [
+        # one method and batch size: LRs and seeds pack together, ordered by seed then LR
+        ([("lora", 4, 1e-3, 0), ("lora", 4, 3e-3, 1), ("lora", 4, 3e-3, 0)], [], [3]),
+        # other batch size or method: another pass
+        ([("lora", 4, 1e-3, 0), ("lora", 8, 1e-3, 0), ("pissa", 4, 1e-3, 0)], [], [1, 1, 1]),
+        # at most 8 per pass, balanced
+        ([("lora", 4, 10.0**-k, s) for k in range(5) for s in (0, 1)], [], [5, 5]),
+        # PiSSA's randomised SVD: a residual base per seed
+        ([("pissa", 4, 1e-3, 0), ("pissa", 4, 1e-3, 1)], ["adapter.pissa_niter=2"], [1, 1]),
+        ([("pissa", 4, 1e-3, 0), ("pissa", 4, 1e-3, 1)], [], [2]),
+        ([("lora", 4, 1e-3, 0), ("lora", 4, 3e-3, 0)], ["sweep.pack=off"], [1, 1]),
+        # a packed forward holds at most max_micro_batch rows: 64 // 16 = 4 per pass; 64 // 64 = 1
+        ([("lora", 16, 10.0**-k, 0) for k in range(6)], [], [3, 3]),
+        ([("lora", 64, 10.0**-k, 0) for k in range(3)], [], [1, 1, 1]),
+        ([("lora", 64, 10.0**-k, 0) for k in range(3)], ["train.max_micro_batch=128"], [2, 1]),
+        # every local worker gets a unit: one group of 3 for 2 workers -> 1 + 2
+        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=2"], [1, 2]),
+        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=4"], [1, 1, 1]),
+    ],
+)
+def test_which_trials_pack(tmp_path, trials, extra, sizes):
+    cfg = config(tmp_path, "adapter.methods=[lora,pissa]", *extra)
+    units = packing.groups(cfg, [Trial(*t) for t in trials])
+    assert [len(u) for u in units] == sizes
+    assert sorted(t.id for u in units for t in u) == sorted(Trial(*t).id for t in trials)
+    for u in units:
+        assert u == sorted(u, key=lambda t: (t.seed, t.lr))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path, list[Trial]]:
+    root = tmp_path_factory.mktemp("packing")
+    trials = sweep(root / "packed")
+    sweep(root / "alone", "sweep.pack=off")
+    return root / "packed", root / "alone", trials
+
+
+def files(d: Path) -> set[str]:
+    return {str(p.relative_to(d)) for p in d.rglob("*") if p.is_file()}
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= TOL * abs(b)
+
+
+def test_packed_trials_write_what_trials_alone_write(runs):
+    packed, alone, trials = runs
+    assert len(trials) == 4
+    for t in trials:
+        p, a = packed / "trials" / t.id, alone / "trials" / t.id
+        assert files(p) == files(a) and "adapter_plain_lora/adapter_model.safetensors" in files(a)
+        assert results.read_json(p / "config.json") == results.read_json(a / "config.json")
+        sp, sa = results.read_json(p / "status.json"), results.read_json(a / "status.json")
+        assert sp["state"] == sa["state"] == "completed" and sp["steps"] == sa["steps"] == 8
+        for x, y in zip(
+            results.read_jsonl(p / "steps.jsonl"), results.read_jsonl(a / "steps.jsonl"), strict=True
+        ):
+            # the same-step probe (val_loss after steps 1, 2, 4, ...) runs for trials alone only
+            # (docs/method.md, "Packed training"): the one key a packed step log lacks
+            assert x.keys() == y.keys() - {"val_loss"} and (x["step"], x["lr"], x["tokens"]) == (
+                y["step"],
+                y["lr"],
+                y["tokens"],
+            )
+            assert close(x["loss"], y["loss"]) and close(x["grad_norm"], y["grad_norm"])
+        for folder in ("adapter", "adapter_plain_lora"):
+            assert (p / folder / "adapter_config.json").read_text() == (
+                a / folder / "adapter_config.json"
+            ).read_text()
+            tp, ta = (
+                load_file(p / folder / "adapter_model.safetensors"),
+                load_file(a / folder / "adapter_model.safetensors"),
+            )
+            assert tp.keys() == ta.keys()
+            for k in ta:
+                assert ((tp[k] - ta[k]).norm() / ta[k].norm()).item() <= TOL, (t.id, folder, k)
+        for stage in ("gsm8k.generations.jsonl", "gsm8k.scored.jsonl", "validation/gsm8k.generations.jsonl"):
+            assert (p / "eval" / stage).read_text() == (a / "eval" / stage).read_text()  # greedy: identical
+        mp, ma = results.read_json(p / "metrics.json"), results.read_json(a / "metrics.json")
+        for xp, xa in ((mp["gsm8k"], ma["gsm8k"]), (mp["validation"]["gsm8k"], ma["validation"]["gsm8k"])):
+            assert {k: v for k, v in xp.items() if k != "heldout_loss"} == {
+                k: v for k, v in xa.items() if k != "heldout_loss"
+            }
+            assert close(xp["heldout_loss"], xa["heldout_loss"])
+        same = (
+            "steps",
+            "total_steps",
+            "warmup_steps",
+            "label_tokens",
+            "input_tokens",
+            "trainable_parameters",
+            "split",
+        )
+        assert {k: mp["train"][k] for k in same} == {k: ma["train"][k] for k in same}
+        assert mp["train"].keys() == ma["train"].keys() and close(
+            mp["train"]["final_loss"], ma["train"]["final_loss"]
+        )
+        prov = results.read_json(p / "provenance.json")
+        assert prov["packed"]["group"] == [t.id for t in sorted(trials, key=lambda t: (t.seed, t.lr))]
+        assert "packed" not in results.read_json(a / "provenance.json")
+
+
+def test_the_report_reads_packed_trials_as_trials_alone(runs):
+    packed, alone, _ = runs
+    tables = []
+    for run in (packed, alone):
+        rows = load_trials(run, "gsm8k.strict")
+        tables.append(
+            [
+                {k: v for k, v in r.items() if k not in ("seconds", "heldout_loss", "val_loss", "train")}
+                for r in rows
+            ]
+        )
+        trains = [r["train"] for r in rows]
+    assert tables[0] == tables[1]
+    # metrics.json's train record: the same keys (float values and timings differ by rounding and load)
+    packed_train = [r["train"] for r in load_trials(packed, "gsm8k.strict")]
+    assert [t.keys() for t in packed_train] == [t.keys() for t in trains]
+
+
+def test_plan_shows_the_groups(tmp_path, capsys):
+    assert main(["plan", "configs/demo.yaml", f"output_dir={tmp_path}/r", *MICRO]) == 0
+    out = capsys.readouterr().out
+    assert "packing: 4 trials in 1 training pass(es)" in out
+    assert "  milora B=4: 4 trials (LRs 0.002, 0.005; seeds 0, 1)" in out
+    assert main(["plan", "configs/demo.yaml", f"output_dir={tmp_path}/r", *MICRO, "sweep.pack=off"]) == 0
+    assert "packing: off" in capsys.readouterr().out
+
+
+def test_a_killed_group_reruns_only_its_unfinished_members(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    evaluate = packing.evaluate_model
+
+    def killed_during_the_second_evaluation(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # member 1 evaluated and written, member 2 interrupted
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(packing, "evaluate_model", killed_during_the_second_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(out)
+    states = {d.name: results.read_state(d) for d in (out / "trials").iterdir()}
+    first = "milora-b4-lr0.002-s0"
+    assert states.pop(first) == "completed" and set(states.values()) == {"running"}
+    before = (out / "trials" / first / "status.json").read_text()
+    monkeypatch.setattr(packing, "evaluate_model", evaluate)
+    log: list[str] = []
+    sweep(out, log=log.append)
+    assert "4 trials: 1 already finished, 3 to run" in log[0]
+    packed_line = next(line for line in log if line.startswith("[packed"))
+    assert packed_line.startswith("[packed 3:") and first not in packed_line
+    assert (out / "trials" / first / "status.json").read_text() == before  # not re-run
+    assert all(results.read_state(d) == "completed" for d in (out / "trials").iterdir())
+
+
+def test_methods_the_stacked_layer_cannot_train_run_alone(tmp_path):
+    cfg = config(tmp_path, "adapter.methods=[lora,dora]")
+    trials = [
+        Trial("dora", 4, 1e-3, 0),
+        Trial("dora", 4, 3e-3, 0),
+        Trial("lora", 4, 1e-3, 0),
+        Trial("lora", 4, 3e-3, 0),
+    ]
+    units = packing.groups(cfg, trials)
+    assert sorted(len(u) for u in units) == [1, 1, 2]
+    assert all(len(u) == 1 for u in units if u[0].method == "dora")
+
+
+def test_packing_is_off_by_default():
+    assert load_config("configs/demo.yaml").sweep.pack == "off"

@@ -1,0 +1,141 @@
+"""A packed group trains each member exactly as its trial alone (fp32, dropout 0 unless said): the same
+per-step losses, gradient norms and final adapter tensors (rel <= 1e-5), every adapted layer trained in
+every member, and a diverging member leaves without changing the others' numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from lorasweep.adapters import AdapterSpec, attach, stacked
+from lorasweep.train import batching, loop, packed
+from tests.conftest import micro_llama
+from tests.train.test_accumulation import variable_examples
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SPLIT = batching.derive_split(4, 2)  # micro-batch 2 x accumulation 2
+MEMBERS = [(1e-3, 0), (3e-3, 0), (1e-2, 0), (3e-3, 1)]  # (LR, seed): three LRs, and another seed
+TOL = 1e-5
+
+
+def adapter_spec(seed: int, dropout: float = 0.0) -> AdapterSpec:
+    return AdapterSpec(rank=4, alpha=8.0, dropout=dropout, target_modules=TARGETS, seed=seed)
+
+
+def train_spec(lr: float, seed: int) -> loop.TrainSpec:
+    return loop.TrainSpec(SPLIT, lr=lr, seed=seed, warmup_ratio=0.25)
+
+
+def alone(method: str, lr: float, seed: int, examples, dropout: float = 0.0):
+    """One trial trained as ``run_trial`` trains it: PEFT model, ``loop.train``."""
+    torch.manual_seed(seed)
+    acc = Accelerator(cpu=True)
+    model = acc.prepare_model(attach(method, micro_llama(), adapter_spec(seed, dropout)))
+    steps: list[dict] = []
+    result = loop.train(model, examples, train_spec(lr, seed), 0, acc, steps.append)
+    state = {
+        n: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
+        for n, m in stacked.lora_layers(model).items()
+    }
+    return result, steps, state
+
+
+def together(method: str, members, examples, dropout: float = 0.0):
+    """The same trials packed: one base, stacked adapters, ``train_packed``."""
+    base = micro_llama()
+    init = stacked.initialise(
+        method, base, {s: adapter_spec(s, dropout) for s in sorted({s for _, s in members})}
+    )
+    gens = [init.generator(s, "cpu") for _, s in members]
+    stack = stacked.install(base, [init.factors[s] for _, s in members], init.scaling, dropout, gens)
+    steps: list[list[dict]] = [[] for _ in members]
+    left: dict[int, dict] = {}
+    out = packed.train_packed(
+        base,
+        stack,
+        examples,
+        [train_spec(lr, s) for lr, s in members],
+        0,
+        torch.device("cpu"),
+        [s.append for s in steps],
+        lambda k, result, state: left.__setitem__(k, state),
+    )
+    finished = [k for k, r in enumerate(out) if r.status == "completed"]
+    states = {k: stack.member_state(pos) for pos, k in enumerate(finished)} | left
+    return out, steps, states, init
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative difference in the Frobenius norm (in float64: a diverged member's weights are huge)."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def close(a: float, b: float) -> bool:
+    if not math.isfinite(b):
+        return str(a) == str(b)  # nan == nan, inf == inf
+    return abs(a - b) <= TOL * abs(b)
+
+
+def assert_same_trial(packed_run, alone_run) -> None:
+    (r, steps, state), (r1, steps1, state1) = packed_run, alone_run
+    assert r.status == r1.status and r.steps_done == r1.steps_done and r.diverged_at == r1.diverged_at
+    assert (r.label_tokens, r.input_tokens) == (r1.label_tokens, r1.input_tokens)
+    assert len(steps) == len(steps1) == r1.steps_done
+    for a, b in zip(steps, steps1, strict=True):
+        assert (a["step"], a["tokens"], a["lr"]) == (b["step"], b["tokens"], b["lr"])
+        assert close(a["loss"], b["loss"]) and close(a["grad_norm"], b["grad_norm"]), (a, b)
+    assert list(state) == list(state1)
+    for name, (a, b) in state1.items():
+        assert rel(state[name][0], a) <= TOL and rel(state[name][1], b) <= TOL, name
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa", "milora"])
+def test_packed_group_equals_its_trials_alone(method):
+    examples = variable_examples(16)
+    out, steps, states, _ = together(method, MEMBERS, examples)
+    for k, (lr, seed) in enumerate(MEMBERS):
+        assert out[k].status == "completed" and out[k].steps_done == 4
+        assert_same_trial((out[k], steps[k], states[k]), alone(method, lr, seed, examples))
+
+
+def test_every_adapted_layer_changes_in_every_member():
+    """A known multi-adapter trainer bug trained only the last layer; here all 14 layers move in all."""
+    out, _, states, init = together("lora", MEMBERS, variable_examples(16))
+    for k, (_, seed) in enumerate(MEMBERS):
+        assert len(states[k]) == 2 * len(TARGETS)
+        for name, (a, b) in states[k].items():
+            a0, b0 = init.factors[seed][name]
+            assert (a - a0).abs().max() > 1e-6 and (b - b0).abs().max() > 1e-6, (k, name)
+
+
+def test_a_diverging_member_leaves_and_the_others_are_unchanged():
+    """An absurd LR makes one member's loss non-finite at step 2: its NaNs stay in its own rows."""
+    members = [(3e-3, 0), (1e30, 0), (1e-2, 1)]
+    examples = variable_examples(32)
+    out, steps, states, _ = together("lora", members, examples)
+    assert [r.status for r in out] == ["completed", "diverged", "completed"]
+    assert out[1].diverged_at == 2 and out[0].steps_done == out[2].steps_done == 8
+    for k, (lr, seed) in enumerate(members):
+        assert_same_trial((out[k], steps[k], states[k]), alone("lora", lr, seed, examples))
+
+
+def test_each_member_has_its_own_dropout_stream():
+    """With dropout, members of one seed draw the masks their trials alone draw (their rows, hence
+    mask shapes, are the same); a shared stream would give the second member other masks."""
+    members = [(1e-3, 0), (3e-3, 0)]
+    examples = variable_examples(16)
+    out, steps, states, _ = together("lora", members, examples, dropout=0.1)
+    for k, (lr, seed) in enumerate(members):
+        assert_same_trial((out[k], steps[k], states[k]), alone("lora", lr, seed, examples, dropout=0.1))
+
+
+def test_stacked_layers_refuse_a_batch_that_does_not_split():
+    base = micro_llama()
+    init = stacked.initialise("lora", base, {0: adapter_spec(0)})
+    stacked.install(base, [init.factors[0]] * 3, init.scaling, 0.0, [init.generator(0, "cpu")] * 3)
+    with pytest.raises(ValueError, match="4 rows cannot be split into 3 adapter slices"):
+        base(input_ids=torch.ones(4, 5, dtype=torch.long))
