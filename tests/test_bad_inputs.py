@@ -218,3 +218,9 @@ def test_train_with_bad_data_exits_2_and_writes_nothing(tmp_path, capsys):
     )
     assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_train_with_an_unknown_method_is_refused_before_anything_is_written(run_dir, capsys):
+    argv = ["train", "configs/demo.yaml", f"output_dir={run_dir}", *TINY, "--method", "lorra"]
+    check(run_dir, capsys, argv, "--method: unknown adapter method 'lorra'")
+    assert not (run_dir / "trials" / "lorra-b8-lr0.005-s0").exists()

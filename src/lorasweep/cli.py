@@ -136,10 +136,18 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "run":
         study.run(cfg)
     elif args.command == "train":
+        from lorasweep.adapters import METHODS
+        from lorasweep.errors import did_you_mean
         from lorasweep.rundir import RunDir
         from lorasweep.sweep.grid import Trial
         from lorasweep.sweep.trial import run_trial
 
+        if args.method is not None and args.method not in METHODS:
+            raise UserError(
+                f"unknown adapter method {args.method!r}; valid: {', '.join(METHODS)}"
+                f"{did_you_mean(args.method, METHODS)}",
+                "--method",
+            )
         trial = Trial(
             args.method or cfg.adapter.methods[0],
             args.batch_size or cfg.train.batch_sizes[0],

@@ -21,7 +21,10 @@ def get(method: str) -> Method:
     try:
         return METHODS[method]
     except KeyError:
-        raise ValueError(f"unknown adapter method {method!r}; valid: {', '.join(METHODS)}") from None
+        from lorasweep.errors import did_you_mean
+
+        hint = did_you_mean(method, METHODS)
+        raise ValueError(f"unknown adapter method {method!r}; valid: {', '.join(METHODS)}{hint}") from None
 
 
 def attach(method: str, model, spec: AdapterSpec):

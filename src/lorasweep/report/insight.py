@@ -140,7 +140,7 @@ def _noise_lines(ins: Insight, res: StudyResults) -> list[str]:
         "| method | best B (validation) | " + " | ".join(f"B={b}" for b in res.batches) + " |",
         "|---|---|" + "---|" * len(res.batches),
     ]
-    reasons = set()
+    reasons: dict[str, set[int]] = {}  # why not estimable -> the batch sizes it applies to
     for m in res.methods:
         row = []
         for b in res.batches:
@@ -151,10 +151,11 @@ def _noise_lines(ins: Insight, res: StudyResults) -> list[str]:
                 row.append(f"{statistics.fmean(n.values):.3g} [{min(n.values):.3g}, {max(n.values):.3g}]")
             else:
                 row.append("not estimable")
-                reasons.add(n.reason)
+                reasons.setdefault(n.reason or "no estimate", set()).add(b)
         lines.append(f"| {m} | {ins.best_batch.get(m, '—')} | " + " | ".join(row) + " |")
-    if reasons:
-        lines += ["", "Not estimable: " + "; ".join(sorted(r for r in reasons if r)) + "."]
+    for reason, batches in sorted(reasons.items()):
+        at = ", ".join(str(b) for b in sorted(batches))
+        lines += ["", f"Not estimable at B = {at}: {reason}."]
     return lines + [""]
 
 

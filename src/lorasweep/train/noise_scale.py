@@ -104,7 +104,7 @@ def summarize(records: Sequence[dict], decay: float = EMA_DECAY) -> dict:
 def not_estimable_reason(micro: int, accumulation: int, world: int) -> str:
     if accumulation == 1 and world == 1:
         return (
-            f"one micro-batch per step (micro-batch = effective batch {micro}): only one batch size is "
+            "one micro-batch per step (the micro-batch is the whole batch): only one batch size is "
             "observed; set train.max_micro_batch below the batch size to estimate it"
         )
     return "no step gave an estimate (fp16 loss scaling, or non-finite gradient norms)"
