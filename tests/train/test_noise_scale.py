@@ -100,7 +100,7 @@ def test_one_size_is_not_estimable_and_says_why():
     split = batching.derive_split(16, 16)
     out = noise_scale.summarize_trial([{}, {}], split)
     assert out == {"estimable": False, "reason": out["reason"]}
-    assert "effective batch 16" in out["reason"] and "train.max_micro_batch" in out["reason"]
+    assert "one micro-batch per step" in out["reason"] and "train.max_micro_batch" in out["reason"]
 
 
 def _train(monkeypatch, max_micro: int, probe: bool):
