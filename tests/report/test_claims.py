@@ -103,3 +103,11 @@ def test_a_best_batch_size_at_the_end_of_the_grid_is_said_in_the_same_sentence()
     assert "smallest" in b.evidence[0] and "largest" in b.evidence[0]
     interior = {"lora": curve([0.5, 0.9, 0.6, 0.5, 0.4, 0.3], seed=7)}
     assert "searched" not in claims.batch_spread(interior, 10, diff).evidence[0]
+
+
+def test_the_report_says_how_wide_the_batch_size_span_is():
+    from lorasweep.report.render import span_sentence
+
+    narrow = span_sentence([2, 4, 8, 16, 32, 64])
+    assert "a 32x span, narrower than the study's 128x" in narrow and "B <= 64 only" in narrow
+    assert "narrower" not in span_sentence([4, 8, 16, 64, 128, 512])

@@ -10,6 +10,7 @@ Built from the run directory only, like the rest of the report.
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,13 @@ def _noise_lines(ins: Insight, res: StudyResults) -> list[str]:
                 row.append(f"{statistics.fmean(n.values):.3g} [{min(n.values):.3g}, {max(n.values):.3g}]")
             else:
                 row.append("not estimable")
-                reasons.setdefault(n.reason or "no estimate", set()).add(b)
+                # runs written before this report named the micro-batch size in the reason: one line per kind
+                why = re.sub(
+                    r" \((micro-batch = effective batch \d+|the micro-batch is the whole batch)\)",
+                    "",
+                    n.reason or "",
+                )
+                reasons.setdefault(why or "no estimate", set()).add(b)
         lines.append(f"| {m} | {ins.best_batch.get(m, '—')} | " + " | ".join(row) + " |")
     for reason, batches in sorted(reasons.items()):
         at = ", ".join(str(b) for b in sorted(batches))

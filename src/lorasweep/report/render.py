@@ -28,6 +28,21 @@ def report_metrics(cfg: StudyConfig) -> list[str]:
     return [cfg.report.metric] + [f"{t}.{EVALUATORS[t].metrics[0]}" for t in cfg.eval.tasks]
 
 
+STUDY_SPAN = 128  # the study's own batch-size grid, 4 ... 512 (arXiv 2602.09492)
+
+
+def span_sentence(batches: list[int]) -> str:
+    """What span of batch sizes was searched, said against the study's own 128x."""
+    lo, hi = min(batches), max(batches)
+    text = f"Batch sizes searched: {', '.join(map(str, sorted(batches)))} (a {hi // lo}x span"
+    if hi // lo >= STUDY_SPAN:
+        return text + f"; the study's own grid spans {STUDY_SPAN}x)."
+    return text + (
+        f", narrower than the study's {STUDY_SPAN}x, 4 ... 512: claims about the largest batch sizes hold for "
+        f"B <= {hi} only; a wider span needs a data budget that gives the largest batch enough steps)."
+    )
+
+
 def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = None) -> Path:
     """The report of ``run_dir`` (its study config ``cfg``); metrics default to the study's."""
     from lorasweep.evals.suite import selection_metric, validation_source
@@ -45,6 +60,8 @@ def build_report(run_dir: Path, cfg: StudyConfig, metrics: list[str] | None = No
         f"every number below is measured on **test** rows, which no choice saw. Brackets are {level} "
         f"bootstrap intervals over test items and seeds ({cfg.report.bootstrap} resamples); comparisons are "
         "paired over test items.",
+        "",
+        span_sentence(cfg.train.batch_sizes),
         "",
         "## Claims of the study",
         "",
