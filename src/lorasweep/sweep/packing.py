@@ -16,7 +16,6 @@ a killed group leaves its finished members finished and a re-run trains only the
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import time
@@ -33,7 +32,7 @@ from lorasweep.evals.suite import evaluate_model
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.resume import trial_config
-from lorasweep.sweep.trial import run_trial
+from lorasweep.sweep.trial import run_trial, step_line, train_metrics, train_spec
 
 MAX_GROUP = 8  # adapters per pass; the gain per added adapter flattens beyond ~4 (bench/packing.py)
 
@@ -214,7 +213,11 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
         tr, d = trials[k], dirs[trials[k].id]
         t_eval = time.perf_counter()
         _save_adapter(method, template, state, d)
-        metrics = {"train": _train_metrics(result, split, n_trainable, n_frozen, accelerator)}
+        metrics = {"train": train_metrics(result, split, n_trainable, n_frozen, accelerator)}
+        metrics["train"]["noise_scale"] = {
+            "estimable": False,
+            "reason": "trained packed: per-member micro-batch gradients are not probed",
+        }
         if eval_model is not None:
             out = run_dir.trial(tr)
             metrics.update(
@@ -233,20 +236,7 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
         records[tr.id] = {"started": started, "seconds": share, **outcome}
         results.write_status(d, **records[tr.id])
 
-    specs = [
-        loop.TrainSpec(
-            split=split,
-            lr=tr.lr,
-            seed=tr.seed,
-            epochs=cfg.train.epochs,
-            scheduler=cfg.train.scheduler,
-            warmup_ratio=cfg.train.warmup_ratio,
-            weight_decay=cfg.train.weight_decay,
-            max_grad_norm=cfg.train.max_grad_norm,
-            divergence_factor=cfg.train.divergence_factor,
-        )
-        for tr in trials
-    ]
+    specs = [train_spec(cfg, split, tr) for tr in trials]
     with contextlib.ExitStack() as files:
         logs = [files.enter_context((dirs[tr.id] / "steps.jsonl").open("w")) for tr in trials]
         step_writers = [_step_writer(f) for f in logs]
@@ -275,11 +265,7 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
 
 def _step_writer(f):
     def on_step(record: dict) -> None:
-        # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf" (as run_trial)
-        clean = {
-            k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-        }
-        f.write(json.dumps(clean) + "\n")
+        f.write(step_line(record))
         f.flush()
 
     return on_step
@@ -297,29 +283,3 @@ def _save_adapter(method: str, template, state: dict, d: Path) -> None:
             layer.lora_A["default"].weight.copy_(a)
             layer.lora_B["default"].weight.copy_(b)
     adapters.get(method).export(template, d)
-
-
-def _train_metrics(result, split, n_trainable: int, n_frozen: int, accelerator) -> dict:
-    """The ``train`` record of metrics.json, key for key as ``run_trial`` writes it."""
-    from lorasweep.train import device
-
-    return {
-        "steps": result.steps_done,
-        "total_steps": result.total_steps,
-        "warmup_steps": result.warmup_steps,
-        "label_tokens": result.label_tokens,
-        "input_tokens": result.input_tokens,
-        "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
-        "final_loss": result.losses[-1] if result.losses else None,
-        "trainable_parameters": n_trainable,
-        "frozen_parameters": n_frozen,
-        "noise_scale": {
-            "estimable": False,
-            "reason": "trained packed: per-member micro-batch gradients are not probed",
-        },
-        "split": {"micro": result.split.micro, "accumulation": result.split.accumulation, "world": 1},
-        "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": 1},
-        "oom_retries": result.oom_retries,
-        "peak_memory": device.peak_memory(),
-        "device": device.describe(accelerator),
-    }

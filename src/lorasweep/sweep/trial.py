@@ -87,7 +87,9 @@ def _train_and_evaluate(
     timings = {"setup": time.perf_counter() - t}
     result, timings["same_step_loss"] = _train(cfg, trial, built, out)
     timings["train"] = result.seconds
-    metrics: dict = {"train": _train_metrics(result, built)}
+    metrics: dict = {
+        "train": train_metrics(result, built.split, built.trainable, built.frozen, built.accelerator)
+    }
     outcome = {"state": result.status, "steps": result.steps_done}
     if result.status == "diverged":
         outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
@@ -146,17 +148,7 @@ def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None):
     from lorasweep.evals.suite import same_step_probe
     from lorasweep.train import loop
 
-    spec = loop.TrainSpec(
-        split=built.split,
-        lr=trial.lr,
-        seed=trial.seed,
-        epochs=cfg.train.epochs,
-        scheduler=cfg.train.scheduler,
-        warmup_ratio=cfg.train.warmup_ratio,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        divergence_factor=cfg.train.divergence_factor,
-    )
+    spec = train_spec(cfg, built.split, trial)
     spent = [0.0]
     model = built.accelerator.unwrap_model(built.model)
     probe = same_step_probe(cfg, model, built.tokenizer, spent) if out is not None else None
@@ -185,20 +177,39 @@ def _step_log(out: TrialDir | None, probe: Callable[[], float] | None) -> Iterat
         def on_step(record: dict) -> None:
             if probe is not None and record["step"] & (record["step"] - 1) == 0:  # a power of two
                 record["val_loss"] = probe()
-            # strict JSON: a non-finite loss or norm is written as the string "nan"/"inf"
-            clean = {
-                k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()
-            }
-            f.write(json.dumps(clean) + "\n")
+            f.write(step_line(record))
             f.flush()
 
         yield on_step
 
 
-def _train_metrics(result, built: Built) -> dict:
+def train_spec(cfg: StudyConfig, split, trial: Trial):
+    """The trainer's settings for ``trial`` (a trial alone and a packed member alike)."""
+    from lorasweep.train import loop
+
+    return loop.TrainSpec(
+        split=split,
+        lr=trial.lr,
+        seed=trial.seed,
+        epochs=cfg.train.epochs,
+        scheduler=cfg.train.scheduler,
+        warmup_ratio=cfg.train.warmup_ratio,
+        weight_decay=cfg.train.weight_decay,
+        max_grad_norm=cfg.train.max_grad_norm,
+        divergence_factor=cfg.train.divergence_factor,
+    )
+
+
+def step_line(record: dict) -> str:
+    """One steps.jsonl line; strict JSON: a non-finite loss or norm is written as "nan"/"inf"."""
+    clean = {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
+    return json.dumps(clean) + "\n"
+
+
+def train_metrics(result, split, trainable: int, frozen: int, accelerator) -> dict:
+    """The ``train`` record of metrics.json (``split``: the planned one; the result has the one used)."""
     from lorasweep.train import device
 
-    split = built.split
     return {
         "steps": result.steps_done,
         "total_steps": result.total_steps,
@@ -207,8 +218,8 @@ def _train_metrics(result, built: Built) -> dict:
         "input_tokens": result.input_tokens,
         "tokens_per_second": result.input_tokens / max(result.seconds, 1e-9),
         "final_loss": result.losses[-1] if result.losses else None,
-        "trainable_parameters": built.trainable,
-        "frozen_parameters": built.frozen,
+        "trainable_parameters": trainable,
+        "frozen_parameters": frozen,
         "noise_scale": result.noise_scale,
         "split": {
             "micro": result.split.micro,
@@ -218,7 +229,7 @@ def _train_metrics(result, built: Built) -> dict:
         "planned_split": {"micro": split.micro, "accumulation": split.accumulation, "world": split.world},
         "oom_retries": result.oom_retries,
         "peak_memory": device.peak_memory(),
-        "device": device.describe(built.accelerator),
+        "device": device.describe(accelerator),
     }
 
 
