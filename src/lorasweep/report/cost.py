@@ -50,6 +50,18 @@ class CostPoint:
         value = getattr(self, axis)
         return None if value is None else float(value)
 
+    def as_dict(self) -> dict:
+        """What summary.json and report.html show of the point."""
+        return {
+            "method": self.method,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "seconds": self.seconds,
+            "flops": self.flops,
+            "test": self.test.as_dict(),
+        }
+
 
 @dataclass(frozen=True)
 class Recommendation:

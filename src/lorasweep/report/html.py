@@ -89,19 +89,7 @@ def page_data(cfg: StudyConfig, res: StudyResults, ins: Insight) -> dict:
             "baseline": res.baseline.as_dict() if res.baseline else None,
             "tuned": tuned,
             "lr": lr,
-            "cost": [
-                {
-                    "method": p.method,
-                    "batch_size": p.batch_size,
-                    "steps": p.steps,
-                    "tokens": p.tokens,
-                    "seconds": p.seconds,
-                    "flops": p.flops,
-                    "test": p.test.as_dict(),
-                }
-                for pts in ins.cost.values()
-                for p in pts
-            ],
+            "cost": [p.as_dict() for pts in ins.cost.values() for p in pts],
             "noise": [
                 {
                     "method": m,

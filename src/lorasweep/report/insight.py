@@ -325,19 +325,7 @@ def as_dict(ins: Insight) -> dict:
         "lr_vs_batch": {m: fit(f) for m, f in ins.lr_fit.items()},
         "cost": {
             "flops_formula": "input tokens x (4 x frozen parameters + 6 x trainable parameters)",
-            "points": [
-                {
-                    "method": p.method,
-                    "batch_size": p.batch_size,
-                    "steps": p.steps,
-                    "tokens": p.tokens,
-                    "seconds": p.seconds,
-                    "flops": p.flops,
-                    "test": p.test.as_dict(),
-                }
-                for pts in ins.cost.values()
-                for p in pts
-            ],
+            "points": [p.as_dict() for pts in ins.cost.values() for p in pts],
             "recommendation": {m: rec(x) for m, x in ins.recommendation.items()},
         },
     }

@@ -38,6 +38,13 @@ class BatchSplit:
             raise ValueError(f"cannot halve micro-batch {self.micro}")
         return BatchSplit(self.effective, self.micro // 2, self.accumulation * 2, self.world)
 
+    def smaller(self) -> BatchSplit:
+        """The OOM fallback: half the micro-batch when it is even, else micro-batch 1; the effective
+        batch, its examples and their order unchanged."""
+        if self.micro % 2 == 0:
+            return self.halved()
+        return BatchSplit(self.effective, 1, self.accumulation * self.micro, self.world)
+
 
 def derive_split(effective: int, max_micro: int, world: int = 1) -> BatchSplit:
     """Largest micro-batch <= ``max_micro`` that divides the per-device batch exactly."""

@@ -118,11 +118,7 @@ def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator,
             model.zero_grad(set_to_none=True)  # drop the partial accumulation of the failed attempt
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            smaller = (
-                split.halved()
-                if split.micro % 2 == 0
-                else batching.BatchSplit(split.effective, 1, split.accumulation * split.micro, split.world)
-            )
+            smaller = split.smaller()
             on_retry(split, smaller)
             split = smaller
 

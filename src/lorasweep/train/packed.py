@@ -140,11 +140,7 @@ def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, de
             stack.zero_grad()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            smaller = (
-                split.halved()
-                if split.micro % 2 == 0
-                else batching.BatchSplit(split.effective, 1, split.accumulation * split.micro, split.world)
-            )
+            smaller = split.smaller()
             on_retry(split, smaller)
             split = smaller
 
