@@ -65,10 +65,19 @@ def run_lorasweep(base, examples, split: batching.BatchSplit, pad_id: int) -> di
     train_spec = loop.TrainSpec(
         split, lr=LR, seed=SEED, scheduler="cosine", warmup_ratio=WARMUP_RATIO, max_grad_norm=MAX_GRAD_NORM
     )
-    t0 = time.perf_counter()
-    result = loop.train(model, examples, train_spec, pad_id, accelerator)
-    seconds = time.perf_counter() - t0
-    return {"losses": result.losses, "seconds": seconds, "state": adapter_state(model)}
+    marks: list[float] = []  # wall clock at the end of every step
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = loop.train(
+        model, examples, train_spec, pad_id, accelerator, lambda r: marks.append(time.perf_counter())
+    )
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "losses": result.losses,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "steady_s": marks[-1] - marks[0],
+        "state": adapter_state(model),
+    }
 
 
 def run_hf(base, examples, split: batching.BatchSplit, pad_id: int) -> dict:
@@ -86,8 +95,12 @@ def run_hf(base, examples, split: batching.BatchSplit, pad_id: int) -> dict:
         optimizer, lambda s: schedule.lr_factor(s, steps, warmup, "cosine")
     )
     losses: list[float] = []
+    marks: list[float] = []
 
     class Losses(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            marks.append(time.perf_counter())
+
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
@@ -121,10 +134,16 @@ def run_hf(base, examples, split: batching.BatchSplit, pad_id: int) -> dict:
         trainer.remove_callback(PrinterCallback)  # its per-step log lines; the losses are kept above
         if not trainer.model_accepts_loss_kwargs:
             raise RuntimeError("the Trainer would not normalise the loss per label token over the step")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         trainer.train()
-        seconds = time.perf_counter() - t0
-    return {"losses": losses, "seconds": seconds, "state": adapter_state(model)}
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {
+        "losses": losses,
+        "seconds": seconds,
+        "cpu_s": cpu,
+        "steady_s": marks[-1] - marks[0],
+        "state": adapter_state(model),
+    }
 
 
 def compare(ls: dict, hf: dict) -> dict:
@@ -170,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro", type=int, default=4, help="micro-batch; accumulation = B / micro")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument(
+        "--padding-examples", type=int, default=2048, help="one epoch of the demo's data.num_train"
+    )
+    p.add_argument("--padding-batches", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64])
+    p.add_argument(
+        "--padding-micro", type=int, nargs="+", default=[4, 16], help="max micro-batches (demo: 16)"
+    )
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     models.quiet_libraries()
@@ -192,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 diff = compare(runs["lorasweep"], runs["hf"])
                 cell["reps"].append(
-                    {"lorasweep_s": runs["lorasweep"]["seconds"], "hf_s": runs["hf"]["seconds"], **diff}
+                    {
+                        "lorasweep_s": runs["lorasweep"]["seconds"],
+                        "hf_s": runs["hf"]["seconds"],
+                        "lorasweep_cpu_s": runs["lorasweep"]["cpu_s"],
+                        "hf_cpu_s": runs["hf"]["cpu_s"],
+                        "lorasweep_steady_s": runs["lorasweep"]["steady_s"],
+                        "hf_steady_s": runs["hf"]["steady_s"],
+                        **diff,
+                    }
                 )
                 cell["curves"] = {"lorasweep": runs["lorasweep"]["losses"], "hf": runs["hf"]["losses"]}
                 print(
@@ -204,10 +238,22 @@ def main(argv: list[str] | None = None) -> int:
             cell["lorasweep_tokens_per_s"] = summary([tokens / r["lorasweep_s"] for r in reps])
             cell["hf_tokens_per_s"] = summary([tokens / r["hf_s"] for r in reps])
             cell["speedup"] = summary([r["hf_s"] / r["lorasweep_s"] for r in reps])
+            cell["speedup_cpu"] = summary([r["hf_cpu_s"] / r["lorasweep_cpu_s"] for r in reps])
+            # steps 2..T only (end of step 1 to end of step T): without either side's setup
+            cell["speedup_steady"] = summary([r["hf_steady_s"] / r["lorasweep_steady_s"] for r in reps])
             cell["max_abs_loss_diff"] = max(r["max_abs_loss_diff"] for r in reps)
             cell["max_abs_weight_diff"] = max(r["max_abs_weight_diff"] for r in reps)
             cell["padding"] = padding_waste(ex, split)
             cells[f"{data} B={b}"] = cell
+    padding = {
+        data: {
+            f"B={b} max_micro={m}": padding_waste(examples, batching.derive_split(b, m))["waste"]
+            for b in args.padding_batches
+            for m in args.padding_micro
+        }
+        for data in args.data
+        for examples in [load_examples(data, args.padding_examples, tok, args.max_len)]
+    }
     report = {
         "model": args.model,
         "adapter": "lora r=8 alpha=16 on all linear layers, dropout 0",
@@ -219,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": 1,
         "wall_s": time.perf_counter() - t_start,
         "cells": cells,
+        "padding_epoch": {"examples": args.padding_examples, "waste": padding},
         "provenance": results.provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -238,23 +285,40 @@ def markdown(r: dict) -> str:
         f" AdamW lr {r['lr']:g}, cosine with warmup ratio {r['warmup_ratio']} (lorasweep's factor in both),"
         f" clipping 1.0, sequences <= {r['max_len']} tokens",
         f"- {r['reps']} repetitions, the two sides alternating; throughput = input tokens ÷ wall seconds of"
-        f" the whole train call; median [min, max]; total {r['wall_s']:.0f} s",
+        f" the whole train call (CPU time: this process's own seconds, less disturbed by other jobs; steady: from the end"
+        " of step 1 to the end of the last step, without either side's setup); median"
+        f" [min, max] of per-repetition ratios; total {r['wall_s']:.0f} s",
         f"- cpu: {prov['hardware']['processor']}, {prov['hardware']['cpu_count']} cores ({platform.platform()}),"
         " shared with other jobs while measured: absolute tokens/s are noisy, ratios less so",
         f"- git {str(prov['git_sha'])[:12]}{' (dirty)' if prov['git_dirty'] else ''}",
         "",
-        "| data | B (split) | lorasweep tok/s | HF Trainer tok/s | lorasweep ÷ HF |"
-        f" max abs loss diff ({r['steps']} steps) | max abs adapter weight diff | padding waste |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| data | B (split) | lorasweep tok/s | HF Trainer tok/s | lorasweep ÷ HF (wall) |"
+        f" (CPU time) | steady steps (wall) | max abs loss diff ({r['steps']} steps) | max abs adapter weight diff | padding waste |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in r["cells"].values():
-        s, ls, hf, pad = c["speedup"], c["lorasweep_tokens_per_s"], c["hf_tokens_per_s"], c["padding"]
+        s, sc, st, pad = c["speedup"], c["speedup_cpu"], c["speedup_steady"], c["padding"]
+        ls, hf = c["lorasweep_tokens_per_s"], c["hf_tokens_per_s"]
         micro, acc = c["split"].split("micro-batch ")[1].split(" x world")[0].split(" x accumulation ")
         lines.append(
             f"| {c['data']} | {c['batch']} ({micro} x {acc}) | {ls['median']:,.0f} | {hf['median']:,.0f} | "
-            f"**{s['median']:.2f}x** [{s['min']:.2f}, {s['max']:.2f}] | {c['max_abs_loss_diff']:.1e} | "
+            f"**{s['median']:.2f}x** [{s['min']:.2f}, {s['max']:.2f}] | "
+            f"{sc['median']:.2f}x [{sc['min']:.2f}, {sc['max']:.2f}] | "
+            f"{st['median']:.2f}x [{st['min']:.2f}, {st['max']:.2f}] | {c['max_abs_loss_diff']:.1e} | "
             f"{c['max_abs_weight_diff']:.1e} | {pad['waste']:.1%} |"
         )
+    pad = r["padding_epoch"]
+    keys = list(next(iter(pad["waste"].values())))
+    lines += [
+        "",
+        f"Padding waste of the micro-batches over one epoch of {pad['examples']} examples (padded ÷ all token"
+        " slots; the split is derived from the max micro-batch as in a trial):",
+        "",
+        "| data | " + " | ".join(keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
+    for data, row in pad["waste"].items():
+        lines.append(f"| {data} | " + " | ".join(f"{row[k]:.1%}" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
