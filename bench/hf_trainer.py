@@ -308,17 +308,21 @@ def markdown(r: dict) -> str:
             f"{c['max_abs_weight_diff']:.1e} | {pad['waste']:.1%} |"
         )
     pad = r["padding_epoch"]
-    keys = list(next(iter(pad["waste"].values())))
+    datas = list(pad["waste"])
+    keys = list(pad["waste"][datas[0]])
+    micros = sorted({k.split("max_micro=")[1] for k in keys}, key=int)
+    batches = list(dict.fromkeys(k.split(" ")[0] for k in keys))
     lines += [
         "",
         f"Padding waste of the micro-batches over one epoch of {pad['examples']} examples (padded ÷ all token"
         " slots; the split is derived from the max micro-batch as in a trial):",
         "",
-        "| data | " + " | ".join(keys) + " |",
-        "|---|" + "---:|" * len(keys),
+        "| B | " + " | ".join(f"{d}, max micro {m}" for d in datas for m in micros) + " |",
+        "|---:|" + "---:|" * (len(datas) * len(micros)),
     ]
-    for data, row in pad["waste"].items():
-        lines.append(f"| {data} | " + " | ".join(f"{row[k]:.1%}" for k in keys) + " |")
+    for b in batches:
+        cells = [f"{pad['waste'][d][f'{b} max_micro={m}']:.1%}" for d in datas for m in micros]
+        lines.append(f"| {b.removeprefix('B=')} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
