@@ -42,6 +42,7 @@ report-check: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/packing.py
+	$(BIN)/python bench/hf_trainer.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
