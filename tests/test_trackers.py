@@ -164,3 +164,22 @@ def test_wandb_offline(tmp_path, monkeypatch):
         tracked.log_step({"step": 1, "loss": 2.0})
         tracked.log_result({"gsm8k": {"strict": 50.0}})
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_packed_trials_reach_the_trackers_too(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard not installed (pip install 'lorasweep[trackers]')")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    extra = ["sweep.pack=auto", "train.learning_rates=[5e-3,1e-2]", "report.trackers=[tensorboard]"]
+    assert main(argv(out, *extra)) == 0
+    for lr in (5e-3, 1e-2):
+        trial_dir = RunDir(out).trial(Trial("lora", 4, lr, 0))
+        assert "packed" in results.read_json(trial_dir.provenance)  # trained in one packed group
+        acc = EventAccumulator(str(RunDir(out).trackers / "tensorboard" / trial_dir.id))
+        acc.Reload()
+        steps = [json.loads(line) for line in trial_dir.steps.read_text().splitlines()]
+        losses = [e.value for e in acc.Scalars("train/loss")]
+        assert losses == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+        metric = results.read_json(trial_dir.metrics)["gsm8k"]["strict"]
+        assert acc.Scalars("test/gsm8k/strict")[0].value == pytest.approx(metric, rel=1e-6)
