@@ -22,6 +22,8 @@ from lorasweep.errors import ConfigError, did_you_mean
 # the names of sweep/backends.py's registry, here so that loading a config imports no backend (a test
 # checks that they agree)
 SWEEP_BACKENDS = ("local", "inprocess", "ray")
+# the names of trackers.py's registry (a test checks that they agree)
+TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -228,6 +230,13 @@ class ReportConfig:
         min=0,
     )
     cost_axis: str = _f("steps", "what 'cheapest' counts", choices=("steps", "tokens", "seconds", "flops"))
+    trackers: list[str] = _f(
+        [],
+        "also send each trial's step metrics and final results to these experiment trackers, one run per "
+        "trial under <output_dir>/trackers/ (pip install 'lorasweep[trackers]' for tensorboard)",
+        choices=TRACKER_NAMES,
+        empty_ok=True,
+    )
 
 
 @dataclass
@@ -368,7 +377,7 @@ def _build(cls: type, data: dict, prefix: str) -> Any:
                 value = "on" if value else "off"
             kwargs[key] = _coerce(value, tp, full)
             _check_range(kwargs[key], fields[key].metadata, full)
-            if isinstance(kwargs[key], list) and not kwargs[key]:
+            if isinstance(kwargs[key], list) and not kwargs[key] and not fields[key].metadata.get("empty_ok"):
                 raise ConfigError("must not be empty", full)
     return cls(**kwargs)
 
@@ -455,6 +464,8 @@ def _cross_checks(cfg: StudyConfig) -> None:
         values = getattr(cfg.train, name)
         if len(set(values)) != len(values):
             raise ConfigError("contains duplicates", f"train.{name}")
+    if len(set(cfg.report.trackers)) != len(cfg.report.trackers):
+        raise ConfigError("contains duplicates", "report.trackers")
     if cfg.adapter.rank > 4096:
         raise ConfigError(f"rank {cfg.adapter.rank} is larger than any supported layer", "adapter.rank")
     task = cfg.report.metric.split(".")[0]

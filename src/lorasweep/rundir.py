@@ -9,6 +9,7 @@ for a path instead of joining names itself.
       trials/<trial id>/    one trial (``TrialDir``)
       report/               report.md, summary.json, figures
       ray/                  Ray Tune's own experiment state (Ray backend only)
+      trackers/             report.trackers' copies: tensorboard/<trial id>/, mlflow.db, wandb/
 
 A trial directory (see ``results.py`` for what each file holds)::
 
@@ -151,6 +152,11 @@ class RunDir:
     @property
     def ray(self) -> Path:
         return self.path / "ray"
+
+    @property
+    def trackers(self) -> Path:
+        """Where ``report.trackers`` write (``trackers.py``): one run per trial."""
+        return self.path / "trackers"
 
     def trial(self, trial: Trial | str) -> TrialDir:
         """The directory of ``trial`` (a grid point or its id)."""

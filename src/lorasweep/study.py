@@ -164,7 +164,9 @@ def preflight(cfg: StudyConfig) -> None:
     from lorasweep.evals.registry import data_source, get
     from lorasweep.evals.suite import eval_rows
     from lorasweep.sweep import backends
+    from lorasweep.trackers import require
 
+    require(cfg.report.trackers)
     if cfg.eval.backend == "vllm":
         from lorasweep.evals.vllm_backend import require_vllm
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lorasweep import results
+from lorasweep import results, trackers
 from lorasweep.config import StudyConfig
 from lorasweep.data.cache import encoded_train
 from lorasweep.evals.suite import evaluate_model
@@ -229,6 +229,10 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
         results.atomic_write_json(
             d / "provenance.json", {**results.provenance(), "timings": timings, "packed": packing}
         )
+        if cfg.report.trackers:  # members train at once; each is sent to the trackers when written
+            td = run_dir.trial(tr)
+            args = (cfg.report.trackers, cfg.name, tr.id, tr.as_dict(), run_dir.trackers)
+            trackers.replay(*args, td.steps, td.metrics)
         outcome = {"state": result.status, "steps": result.steps_done}
         if result.status == "diverged":
             outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)

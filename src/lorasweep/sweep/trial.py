@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lorasweep import results
+from lorasweep import results, trackers
 from lorasweep.config import StudyConfig
 from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial
@@ -80,12 +80,25 @@ class Built:
 def _train_and_evaluate(
     cfg: StudyConfig, trial: Trial, out: TrialDir | None, run_dir: RunDir, log: Callable[[str], None]
 ) -> dict:
+    root = run_dir.trackers if out is not None and cfg.report.trackers else None  # rank 0 only
+    with trackers.trial_run(cfg.report.trackers, cfg.name, trial.id, trial.as_dict(), root) as tracked:
+        return _run(cfg, trial, out, run_dir, log, tracked)
+
+
+def _run(
+    cfg: StudyConfig,
+    trial: Trial,
+    out: TrialDir | None,
+    run_dir: RunDir,
+    log: Callable[[str], None],
+    tracked: trackers.Tracked,
+) -> dict:
     t = time.perf_counter()
     built = _build(cfg, trial)
     if out is not None:
         log(f"[{trial.id}] {built.split.describe()}")
     timings = {"setup": time.perf_counter() - t}
-    result, timings["same_step_loss"] = _train(cfg, trial, built, out)
+    result, timings["same_step_loss"] = _train(cfg, trial, built, out, tracked.log_step)
     timings["train"] = result.seconds
     metrics: dict = {
         "train": train_metrics(result, built.split, built.trainable, built.frozen, built.accelerator)
@@ -102,6 +115,7 @@ def _train_and_evaluate(
         metrics.update(_evaluate(cfg, model, built, out, run_dir, exported))
         timings["eval"] = time.perf_counter() - t
     results.atomic_write_json(out.metrics, metrics)
+    tracked.log_result(metrics)
     results.atomic_write_json(out.provenance, {**results.provenance(), "timings": timings})
     return outcome
 
@@ -141,7 +155,7 @@ def _build(cfg: StudyConfig, trial: Trial) -> Built:
     return Built(accelerator, model, tok, train_set, split, method, spec, trainable, frozen)
 
 
-def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None):
+def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None, track: Callable[[dict], None]):
     """The step loop on the study's training set; one line per step into steps.jsonl, with the
     validation rows' held-out loss after steps 1, 2, 4, 8, ... (the same-step view; its seconds are
     measurement, not training time)."""
@@ -153,7 +167,7 @@ def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None):
     model = built.accelerator.unwrap_model(built.model)
     probe = same_step_probe(cfg, model, built.tokenizer, spent) if out is not None else None
     groups = built.method.param_groups(built.model, built.spec)
-    with _step_log(out, probe) as on_step:
+    with _step_log(out, probe, track) as on_step:
         result = loop.train(
             built.model,
             built.train_set,
@@ -168,7 +182,9 @@ def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None):
 
 
 @contextlib.contextmanager
-def _step_log(out: TrialDir | None, probe: Callable[[], float] | None) -> Iterator[Callable[[dict], None]]:
+def _step_log(
+    out: TrialDir | None, probe: Callable[[], float] | None, track: Callable[[dict], None]
+) -> Iterator[Callable[[dict], None]]:
     if out is None:
         yield lambda record: None
         return
@@ -179,6 +195,7 @@ def _step_log(out: TrialDir | None, probe: Callable[[], float] | None) -> Iterat
                 record["val_loss"] = probe()
             f.write(step_line(record))
             f.flush()
+            track(record)  # report.trackers (trackers.py)
 
         yield on_step
 
