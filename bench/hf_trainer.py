@@ -159,12 +159,14 @@ def compare(ls: dict, hf: dict) -> dict:
     return {"max_abs_loss_diff": loss_diff, "max_abs_weight_diff": weight_diff}
 
 
-def padding_waste(examples, split: batching.BatchSplit, seed: int = SEED) -> dict:
-    """Padded ÷ all token slots of the micro-batches a trial at ``split`` builds over ``examples``."""
+def padding_waste(examples, split: batching.BatchSplit, seed: int = SEED, grouped: bool = False) -> dict:
+    """Padded ÷ all token slots of the micro-batches a trial at ``split`` builds over ``examples``
+    (``grouped``: with ``train.group_by_length``)."""
     order = batching.example_order(len(examples), seed)
+    lengths = [len(e.input_ids) for e in examples] if grouped else None
     real = slots = 0
     for k in range(batching.steps_per_epoch(len(examples), split.effective)):
-        for mb in batching.rank_micro_batches(batching.step_indices(order, k, split), split, 0):
+        for mb in batching.rank_micro_batches(batching.step_indices(order, k, split), split, 0, lengths):
             batch = collate([examples[i] for i in mb], 0)
             real += int(batch["attention_mask"].sum())
             slots += batch["attention_mask"].numel()
@@ -245,15 +247,17 @@ def main(argv: list[str] | None = None) -> int:
             cell["max_abs_weight_diff"] = max(r["max_abs_weight_diff"] for r in reps)
             cell["padding"] = padding_waste(ex, split)
             cells[f"{data} B={b}"] = cell
-    padding = {
-        data: {
-            f"B={b} max_micro={m}": padding_waste(examples, batching.derive_split(b, m))["waste"]
-            for b in args.padding_batches
-            for m in args.padding_micro
-        }
-        for data in args.data
-        for examples in [load_examples(data, args.padding_examples, tok, args.max_len)]
-    }
+    padding, grouped = {}, {}
+    for data in args.data:
+        examples = load_examples(data, args.padding_examples, tok, args.max_len)
+        for out, by_length in ((padding, False), (grouped, True)):
+            out[data] = {
+                f"B={b} max_micro={m}": padding_waste(
+                    examples, batching.derive_split(b, m), grouped=by_length
+                )["waste"]
+                for b in args.padding_batches
+                for m in args.padding_micro
+            }
     report = {
         "model": args.model,
         "adapter": "lora r=8 alpha=16 on all linear layers, dropout 0",
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": 1,
         "wall_s": time.perf_counter() - t_start,
         "cells": cells,
-        "padding_epoch": {"examples": args.padding_examples, "waste": padding},
+        "padding_epoch": {"examples": args.padding_examples, "waste": padding, "waste_grouped": grouped},
         "provenance": results.provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -308,22 +312,28 @@ def markdown(r: dict) -> str:
             f"{c['max_abs_weight_diff']:.1e} | {pad['waste']:.1%} |"
         )
     pad = r["padding_epoch"]
-    datas = list(pad["waste"])
-    keys = list(pad["waste"][datas[0]])
+    for key, title in (("waste", ""), ("waste_grouped", " with `train.group_by_length: true`")):
+        lines += _padding_table(pad, key, title)
+    return "\n".join(lines) + "\n"
+
+
+def _padding_table(pad: dict, key: str, title: str) -> list[str]:
+    datas = list(pad[key])
+    keys = list(pad[key][datas[0]])
     micros = sorted({k.split("max_micro=")[1] for k in keys}, key=int)
     batches = list(dict.fromkeys(k.split(" ")[0] for k in keys))
-    lines += [
+    lines = [
         "",
-        f"Padding waste of the micro-batches over one epoch of {pad['examples']} examples (padded ÷ all token"
-        " slots; the split is derived from the max micro-batch as in a trial):",
+        f"Padding waste of the micro-batches over one epoch of {pad['examples']} examples{title} (padded ÷ all"
+        " token slots; the split is derived from the max micro-batch as in a trial):",
         "",
         "| B | " + " | ".join(f"{d}, max micro {m}" for d in datas for m in micros) + " |",
         "|---:|" + "---:|" * (len(datas) * len(micros)),
     ]
     for b in batches:
-        cells = [f"{pad['waste'][d][f'{b} max_micro={m}']:.1%}" for d in datas for m in micros]
+        cells = [f"{pad[key][d][f'{b} max_micro={m}']:.1%}" for d in datas for m in micros]
         lines.append(f"| {b.removeprefix('B=')} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -183,6 +183,11 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay", min=0)
     max_grad_norm: float | None = _f(1.0, "gradient clipping (null = off)", gt=0)
     max_micro_batch: int = _f(64, "largest micro-batch per device; accumulation is derived", min=1)
+    group_by_length: bool = _f(
+        False,
+        "cut each step's examples into micro-batches of similar length (less padding; the same examples "
+        "and token-normalised loss per step, so only float rounding changes)",
+    )
     divergence_factor: float = _f(10.0, "stop as diverged when loss exceeds this x the first loss", gt=1)
     bracket: BracketConfig = field(default_factory=BracketConfig)
 

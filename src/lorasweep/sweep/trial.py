@@ -214,6 +214,7 @@ def train_spec(cfg: StudyConfig, split, trial: Trial):
         weight_decay=cfg.train.weight_decay,
         max_grad_norm=cfg.train.max_grad_norm,
         divergence_factor=cfg.train.divergence_factor,
+        group_by_length=cfg.train.group_by_length,
     )
 
 

@@ -10,6 +10,7 @@ the same order; step k of batch size B consumes positions [k·B, (k+1)·B) of th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,8 +76,17 @@ def step_indices(order: list[int], step: int, split: BatchSplit) -> list[int]:
     return order[step * split.effective : (step + 1) * split.effective]
 
 
-def rank_micro_batches(indices: list[int], split: BatchSplit, rank: int) -> list[list[int]]:
-    """The micro-batches process ``rank`` runs for one step's ``indices`` (contiguous shards)."""
+def rank_micro_batches(
+    indices: list[int], split: BatchSplit, rank: int, lengths: Sequence[int] | None = None
+) -> list[list[int]]:
+    """The micro-batches process ``rank`` runs for one step's ``indices`` (contiguous shards).
+
+    With ``lengths`` (token count per example index) the process's share of the step is grouped by
+    length before it is cut into micro-batches (``train.group_by_length``): the step trains on the same
+    examples with the same token-normalised loss (docs/method.md, "Batch semantics"), each micro-batch
+    pads to a closer length, and only float rounding differs from the ungrouped split."""
     per_device = split.micro * split.accumulation
     mine = indices[rank * per_device : (rank + 1) * per_device]
+    if lengths is not None:
+        mine = sorted(mine, key=lambda i: lengths[i])  # stable: equal lengths keep the data order
     return [mine[i : i + split.micro] for i in range(0, per_device, split.micro)]

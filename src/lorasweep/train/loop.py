@@ -32,6 +32,7 @@ class TrainSpec:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     divergence_factor: float = 10.0
+    group_by_length: bool = False  # micro-batches of similar length inside each step (less padding)
 
 
 @dataclass
@@ -101,13 +102,15 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def step_with_oom_fallback(model, examples, indices, split, pad_id, accelerator, on_retry, probe=None):
+def step_with_oom_fallback(
+    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None
+):
     """One step's backward; on out-of-memory, retry the same step with half the micro-batch and twice
     the accumulation (same effective batch, same examples, same order), down to micro-batch 1."""
     while True:
         micro = [
             [examples[i] for i in mb]
-            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index)
+            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index, lengths)
         ]
         try:
             loss, tokens = accumulate_step(model, micro, pad_id, accelerator, probe)
@@ -155,6 +158,7 @@ def train(
     # fp16 loss scaling leaves the micro-batch gradients scaled: no noise scale then
     probe = noise_scale.MicroGradProbe(params) if getattr(accelerator, "scaler", None) is None else None
     noise_log: list[dict] = []
+    lengths = [len(e.input_ids) for e in examples] if spec.group_by_length else None
     t_start = time.perf_counter()
     model.train()
     step = 0
@@ -170,7 +174,7 @@ def train(
                 result.oom_retries.append({"step": step + 1, "from_micro": old.micro, "to_micro": new.micro})
 
             loss, tokens, split = step_with_oom_fallback(
-                model, examples, indices, split, pad_id, accelerator, retried, probe
+                model, examples, indices, split, pad_id, accelerator, retried, probe, lengths
             )
             result.split = split
             grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))

@@ -127,11 +127,11 @@ def accumulate_packed(
     return [loss / max(t, 1) for loss, t in zip(loss_total.tolist(), totals, strict=True)], totals
 
 
-def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry):
+def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry, lengths=None):
     """One step's backward, retried with half the micro-batch on out-of-memory (same examples, same
     order, same effective batch), as ``loop.step_with_oom_fallback`` does."""
     while True:
-        micro = [batching.rank_micro_batches(idx, split, 0) for idx in per_member]
+        micro = [batching.rank_micro_batches(idx, split, 0, lengths) for idx in per_member]
         try:
             return *accumulate_packed(model, stack, micro, examples, pad_id, device), split
         except (RuntimeError, torch.OutOfMemoryError) as e:
@@ -173,6 +173,7 @@ def train_packed(
     out = [TrainResult("completed", total, warmup_steps=w, split=split) for w in warmups]
     optimizer = StackedAdamW(stack)
     active = list(range(len(specs)))  # members still training, in stack order
+    lengths = [len(e.input_ids) for e in examples] if specs[0].group_by_length else None
     t_start = time.perf_counter()
     model.train()
     step = 0
@@ -191,7 +192,9 @@ def train_packed(
                         {"step": step + 1, "from_micro": old.micro, "to_micro": new.micro}
                     )
 
-            losses, tokens, split = _step(model, stack, indices, examples, split, pad_id, device, retried)
+            losses, tokens, split = _step(
+                model, stack, indices, examples, split, pad_id, device, retried, lengths
+            )
             max_norms = [specs[m].max_grad_norm or math.inf for m in active]
             norms = clip_members(stack, max_norms)
             seconds = (time.perf_counter() - t0) / len(active)  # each member's share of the step
