@@ -32,3 +32,21 @@ def micro_llama(seed: int = 0, vocab: int = 64, hidden: int = 32, layers: int = 
 @pytest.fixture
 def micro_model():
     return micro_llama()
+
+
+# The smallest real study (one trial, a few rows, in-process): for tests of what a run writes or refuses.
+TINY_STUDY = [
+    "adapter.methods=[lora]",
+    "train.batch_sizes=[8]",
+    "train.lr_search=grid",
+    "report.reference_batch_size=null",
+    "report.reference_lr=null",
+    "eval.selection.num_examples=8",
+    "eval.selection.data=builtin:tinyworld-lite",
+    "train.learning_rates=[5e-3]",
+    "train.seeds=[0]",
+    "data.num_train=16",
+    "eval.num_examples=4",
+    "eval.max_new_tokens=4",
+    "sweep.backend=inprocess",
+]

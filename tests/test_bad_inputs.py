@@ -11,22 +11,7 @@ from pathlib import Path
 import pytest
 
 from lorasweep.cli import main
-
-TINY = [
-    "adapter.methods=[lora]",
-    "train.batch_sizes=[8]",
-    "train.lr_search=grid",
-    "report.reference_batch_size=null",
-    "report.reference_lr=null",
-    "eval.selection.num_examples=8",
-    "eval.selection.data=builtin:tinyworld-lite",
-    "train.learning_rates=[5e-3]",
-    "train.seeds=[0]",
-    "data.num_train=16",
-    "eval.num_examples=4",
-    "eval.max_new_tokens=4",
-    "sweep.backend=inprocess",
-]
+from tests.conftest import TINY_STUDY as TINY
 
 
 def tree_hash(root: Path) -> str:

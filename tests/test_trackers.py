@@ -16,22 +16,9 @@ from lorasweep.config import TRACKER_NAMES, load_config
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.resume import same_trial_config
+from tests.conftest import TINY_STUDY
 
-TINY = [
-    "adapter.methods=[lora]",
-    "train.batch_sizes=[4]",
-    "train.lr_search=grid",
-    "report.reference_batch_size=null",
-    "report.reference_lr=null",
-    "eval.selection.num_examples=8",
-    "eval.selection.data=builtin:tinyworld-lite",
-    "train.learning_rates=[5e-3]",
-    "train.seeds=[0]",
-    "data.num_train=16",
-    "eval.num_examples=4",
-    "eval.max_new_tokens=4",
-    "sweep.backend=inprocess",
-]
+TINY = [*TINY_STUDY, "train.batch_sizes=[4]"]
 TRIAL = Trial("lora", 4, 5e-3, 0)
 
 

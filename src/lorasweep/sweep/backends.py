@@ -3,7 +3,7 @@
 Every backend runs the same trial function (``trial.run_trial``) into the same trial directories and
 shares the resume and progress code (``resume.py``); it differs only in where trials run.  Adding a
 backend = one module with a ``run`` function of ``local.run_sweep``'s signature + one line in
-``BACKENDS`` (+ its name in ``config.py``'s choices for ``sweep.backend``; a test checks they agree).
+``BACKENDS`` (+ its name in ``schema.py``'s choices for ``sweep.backend``; a test checks they agree).
 ``import ray`` happens only inside ``ray_backend``'s functions.
 """
 
