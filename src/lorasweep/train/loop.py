@@ -102,28 +102,38 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def step_with_oom_fallback(
-    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None
-):
-    """One step's backward; on out-of-memory, retry the same step with half the micro-batch and twice
-    the accumulation (same effective batch, same examples, same order), down to micro-batch 1."""
+def retry_on_oom(attempt, split, reset, on_retry):
+    """``attempt(split)``; on out-of-memory, ``reset()`` (drop the failed attempt's partial gradients)
+    and retry with a smaller micro-batch and more accumulation (``BatchSplit.smaller``: same effective
+    batch, same examples, same order), down to micro-batch 1.  Returns (attempt's result, split used)."""
     while True:
-        micro = [
-            [examples[i] for i in mb]
-            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index, lengths)
-        ]
         try:
-            loss, tokens = accumulate_step(model, micro, pad_id, accelerator, probe)
-            return loss, tokens, split
+            return attempt(split), split
         except (RuntimeError, torch.OutOfMemoryError) as e:
             if not is_oom(e) or split.micro == 1:
                 raise
-            model.zero_grad(set_to_none=True)  # drop the partial accumulation of the failed attempt
+            reset()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             smaller = split.smaller()
             on_retry(split, smaller)
             split = smaller
+
+
+def step_with_oom_fallback(
+    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None
+):
+    """One step's backward at ``split``, retried at a smaller micro-batch on out-of-memory."""
+
+    def attempt(split):
+        micro = [
+            [examples[i] for i in mb]
+            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index, lengths)
+        ]
+        return accumulate_step(model, micro, pad_id, accelerator, probe)
+
+    (loss, tokens), split = retry_on_oom(attempt, split, lambda: model.zero_grad(set_to_none=True), on_retry)
+    return loss, tokens, split
 
 
 def train(

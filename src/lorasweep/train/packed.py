@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lorasweep.adapters.stacked import AdapterStack
 from lorasweep.data.tokenize import IGNORE, Encoded, collate
 from lorasweep.train import batching, schedule
-from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, is_oom
+from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, retry_on_oom
 
 
 class StackedAdamW:
@@ -128,21 +128,14 @@ def accumulate_packed(
 
 
 def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry, lengths=None):
-    """One step's backward, retried with half the micro-batch on out-of-memory (same examples, same
-    order, same effective batch), as ``loop.step_with_oom_fallback`` does."""
-    while True:
+    """One step's backward, retried at a smaller micro-batch on out-of-memory (``loop.retry_on_oom``)."""
+
+    def attempt(split):
         micro = [batching.rank_micro_batches(idx, split, 0, lengths) for idx in per_member]
-        try:
-            return *accumulate_packed(model, stack, micro, examples, pad_id, device), split
-        except (RuntimeError, torch.OutOfMemoryError) as e:
-            if not is_oom(e) or split.micro == 1:
-                raise
-            stack.zero_grad()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            smaller = split.smaller()
-            on_retry(split, smaller)
-            split = smaller
+        return accumulate_packed(model, stack, micro, examples, pad_id, device)
+
+    (losses, tokens), split = retry_on_oom(attempt, split, stack.zero_grad, on_retry)
+    return losses, tokens, split
 
 
 def train_packed(
