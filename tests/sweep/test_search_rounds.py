@@ -139,3 +139,15 @@ def test_no_test_row_can_influence_a_choice(tmp_path):
         } == {
             m: {k: v for k, v in n.items() if k in pick} for m, n in c2.numbers.items() if isinstance(n, dict)
         }
+
+
+def test_a_finished_study_run_again_hands_the_backend_one_round_of_finished_trials(tmp_path):
+    """So the backend, not the search, says 'N trials: N already finished, 0 to run'; nothing runs."""
+    cfg = config(tmp_path)
+    run_dir = tmp_path / "run"
+    ran: list[str] = []
+    search.run_rounds(cfg, run_dir, fake_runner(cfg, run_dir, ran), log=lambda m: None)
+    handed: list[list] = []
+    again = search.run_rounds(cfg, run_dir, lambda trials: handed.append(trials), log=lambda m: None)
+    assert again == 0
+    assert len(handed) == 1 and sorted(t.id for t in handed[0]) == sorted(ran)

@@ -168,8 +168,8 @@ def run_rounds(
             if t.id not in attempted and RunDir(run_dir).trial(t).state() not in results.TERMINAL
         ]
         if not todo:
-            if rounds == 0:  # a finished study run again: say so, as the backend would
-                log(f"{len(needed)} trials: {len(needed)} already finished, 0 to run")
+            if rounds == 0 and needed:  # a finished study run again: the backend says so, runs nothing
+                run_trials(needed)
             return rounds
         rounds += 1
         if cfg.train.lr_search == "bracket":
