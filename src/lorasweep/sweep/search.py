@@ -132,8 +132,9 @@ def grid_trials(cfg: StudyConfig) -> list[Trial]:
     return expand(cfg.adapter.methods, t.batch_sizes, t.learning_rates, t.seeds)
 
 
-def needed_trials(cfg: StudyConfig, run_dir: Path) -> list[Trial]:
-    """The trials the study needs now (grid: all of them; bracket: this round's), reference included."""
+def needed_trials(cfg: StudyConfig, run_dir: Path, searched: bool = False) -> list[Trial]:
+    """The trials the study needs now (grid: all of them; bracket: this round's), reference included;
+    with ``searched``, also every trial the search has already asked for."""
     if cfg.train.lr_search == "grid":
         base = grid_trials(cfg)
     else:
@@ -141,7 +142,7 @@ def needed_trials(cfg: StudyConfig, run_dir: Path) -> list[Trial]:
             Trial(c.method, c.batch_size, lr, s)
             for c in cell_states(cfg, run_dir)
             if c.decision is not None
-            for lr in c.decision.needed
+            for lr in ((*c.decision.searched, *c.decision.needed) if searched else c.decision.needed)
             for s in cfg.train.seeds
         ]
     return list(dict.fromkeys(base + reference_trials(cfg)))
@@ -168,8 +169,8 @@ def run_rounds(
             if t.id not in attempted and RunDir(run_dir).trial(t).state() not in results.TERMINAL
         ]
         if not todo:
-            if rounds == 0 and needed:  # a finished study run again: the backend says so, runs nothing
-                run_trials(needed)
+            if rounds == 0:  # a finished study run again: the backend says so and runs nothing
+                run_trials(needed_trials(cfg, run_dir, searched=True))
             return rounds
         rounds += 1
         if cfg.train.lr_search == "bracket":
