@@ -223,6 +223,13 @@ class ReportConfig:
         min=0,
     )
     cost_axis: str = _f("steps", "what 'cheapest' counts", choices=("steps", "tokens", "seconds", "flops"))
+    curvature_examples: int = _f(
+        0,
+        "compute each method's largest Hessian eigenvalue at init on this many training examples when the "
+        "study runs (0 = only by `lorasweep curvature`)",
+        min=0,
+    )
+    curvature_iters: int = _f(40, "at most this many Lanczos iterations for the curvature at init", min=1)
     trackers: list[str] = _f(
         [],
         "also send each trial's step metrics and final results to these experiment trackers, one run per "

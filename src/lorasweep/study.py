@@ -210,6 +210,7 @@ def check_selection(cfg: StudyConfig) -> None:
 
 def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
     """The whole study into ``cfg.output_dir``; resumes when re-run. Returns the report path."""
+    from lorasweep.analysis.at_init import ensure_curvature
     from lorasweep.locks import RunLock
     from lorasweep.report.render import build_report
     from lorasweep.sweep.backends import run_sweep
@@ -233,6 +234,7 @@ def run(cfg: StudyConfig, log: Callable[[str], None] = _log) -> Path:
         for b in sorted(splits):
             log(splits[b])
         run_baseline(cfg, run_dir)
+        ensure_curvature(cfg, log)
 
         def run_trials(trials: list[grid.Trial]) -> None:
             run_sweep(cfg, trials, run_dir, {t.id: steps.get(t.batch_size, 0) for t in trials}, log)

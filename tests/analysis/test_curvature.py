@@ -77,3 +77,25 @@ def test_cli_writes_curvature_per_method(tmp_path):
 def test_cli_rejects_a_bad_count(tmp_path, capsys):
     assert main(["curvature", "configs/demo.yaml", f"output_dir={tmp_path}", "--iters", "0"]) == 2
     assert "--iters" in capsys.readouterr().err
+
+
+def test_a_study_computes_curvature_once_and_reports_it(tmp_path):
+    """``report.curvature_examples`` > 0: the run writes λmax per method before training, the report
+    shows it beside the chosen LR, and a re-run (resume) does not compute it again."""
+    from tests.conftest import TINY_STUDY
+
+    out = tmp_path / "run"
+    args = ["run", "configs/demo.yaml", f"output_dir={out}", *TINY_STUDY]
+    args += ["report.curvature_examples=8", "report.curvature_iters=6"]
+    assert main(args) == 0
+    path = out / "analysis" / "curvature.json"
+    data = json.loads(path.read_text())
+    assert data["examples"] == 8 and data["iters"] == 6 and set(data["methods"]) == {"lora"}
+    assert data["methods"]["lora"]["lambda_max"] > 0
+    report = (out / "report" / "report.md").read_text()
+    assert "λmax" in report and "lorasweep curvature CONFIG" not in report
+    before = path.stat().st_mtime_ns
+    assert main(args) == 0
+    assert path.stat().st_mtime_ns == before  # resumed: not recomputed
+    assert main([*args[:-1], "report.curvature_iters=7"]) == 0  # a report setting: recomputed
+    assert json.loads(path.read_text())["iters"] == 7

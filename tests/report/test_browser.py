@@ -4,13 +4,25 @@ Skips where no Chromium is installed (``.ci/run`` installs Debian's ``chromium``
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from lorasweep.report import browser
 
+# .ci/run sets LORASWEEP_REQUIRE_BROWSER=1 once Chromium is installed: then a browser that cannot be
+# found fails these tests instead of skipping them
+REQUIRED = os.environ.get("LORASWEEP_REQUIRE_BROWSER") == "1"
 needs_browser = pytest.mark.skipif(
-    browser.find_browser() is None, reason="no Chromium on this machine (apt-get install chromium)"
+    browser.find_browser() is None and not REQUIRED,
+    reason="no Chromium on this machine (apt-get install chromium)",
 )
+
+
+def test_ci_finds_the_browser_it_installed():
+    if not REQUIRED:
+        pytest.skip("LORASWEEP_REQUIRE_BROWSER is not set (only .ci/run sets it)")
+    assert browser.find_browser() is not None, f"none of {browser.CANDIDATES} is on PATH"
 
 
 @needs_browser

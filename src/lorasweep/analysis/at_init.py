@@ -32,7 +32,7 @@ def curvature_at_init(
     from lorasweep.data.cache import encoded_train
 
     train_set = list(encoded_train(cfg))[:examples]
-    out = {"examples": len(train_set), "iters": iters, "seed": seed, "methods": {}}
+    out = {"examples": len(train_set), "requested": examples, "iters": iters, "seed": seed, "methods": {}}
     for method in cfg.adapter.methods:
         t = time.perf_counter()
         torch.manual_seed(seed)
@@ -61,3 +61,24 @@ def curvature_at_init(
     path.parent.mkdir(parents=True, exist_ok=True)
     results.atomic_write_json(path, out)
     return path
+
+
+def ensure_curvature(cfg: StudyConfig, log: Callable[[str], None] = print) -> Path | None:
+    """At study time (``report.curvature_examples > 0``): compute λmax per method unless the run
+    directory already holds it for the same examples, iterations and methods (a resumed study)."""
+    n = cfg.report.curvature_examples
+    if n == 0:
+        return None
+    path = Path(cfg.output_dir) / FILE
+    if path.exists():
+        done = results.read_json(path)
+        # ``examples`` on disk is what the data held; a study with fewer rows than asked matches too
+        if (
+            done.get("iters") == cfg.report.curvature_iters
+            and done.get("requested", done.get("examples")) == n
+            and set(done.get("methods", {})) == set(cfg.adapter.methods)
+        ):
+            return path
+    log(f"curvature at init: lambda_max per method on {n} training examples")
+    return curvature_at_init(cfg, n, cfg.report.curvature_iters, log=log)
+
