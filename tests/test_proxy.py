@@ -21,6 +21,11 @@ def test_proxy_config_changes_rank_alpha_seeds_and_directory_only():
     assert p.train.seeds == cfg.train.seeds[:1] and p.train.batch_sizes == cfg.train.batch_sizes
     assert p.data == cfg.data and p.output_dir == f"{cfg.output_dir}-proxy-r2"
     assert proxy.proxy_config(cfg, 2, None, all_seeds=True).train.seeds == cfg.train.seeds
+    # it only has to find the batch size: no refinement, no reference config, no curvature
+    assert p.train.bracket.refine is False and p.report.reference_config is False
+    assert p.report.curvature_examples == 0
+    assert proxy.proxy_config(cfg, 2, None, refine=True).train.bracket.refine is True
+    assert p.train.bracket.start_lr == cfg.train.bracket.start_lr and p.eval == cfg.eval
     with pytest.raises(UserError, match="--rank"):
         proxy.proxy_config(cfg, 0, None)
 
@@ -30,6 +35,9 @@ def test_transfer_compares_with_the_best_batch_sizes_interval(study):  # noqa: F
     best = json.loads((run_dir / "report" / "summary.json").read_text())["insight"]["best_batch_size"]
     out = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": best["lora"], "lr": 1e-3}})
     assert out["lora"]["transferred"] is True  # the best batch size is inside its own interval
+    assert "proxy_best_transferred" not in out["lora"]  # no proxy-best batch size given
+    both = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": 128, "lr": 1e-3, "best_batch_size": best["lora"]}})
+    assert both["lora"]["proxy_best_transferred"] is True
     assert out["lora"]["target_best_batch_size"] == best["lora"]
     missing = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": 7, "lr": 1e-3}})
     assert missing["lora"]["transferred"] is None

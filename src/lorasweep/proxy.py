@@ -2,16 +2,18 @@
 
 The proxy runs the same batch-size study (same data, same budget, same batch sizes, same search) at a
 cheaper setting: a smaller adapter rank (``alpha`` scaled with it, so alpha/r and with it the LR scale
-stay put), optionally a smaller base model, and only the first seed.  *Beware of the Batch Size*
+stay put), optionally a smaller base model, only the first seed, no refinement step in the LR search
+and no reference config.  *Beware of the Batch Size*
 (arXiv 2602.09492) proposes exactly this proxy: the best batch size moves with the data more than with
 rank or model size.  Per method it recommends the batch size the study's cost rule picks
-(``report.cost_tolerance``, ``report.cost_axis``) and that batch size's LR.
+(``report.cost_tolerance``, ``report.cost_axis``) and that batch size's LR, and beside it the batch
+size with the best validation score.
 
 When the target study's results exist (its ``output_dir``), it also reports whether the recommendation
 transferred -- the target's tuned test value at the recommended batch size lies inside the interval of
 the target's best batch size (chosen on validation) -- and the compute ratio, proxy ÷ target, in
-training FLOPs summed over every trial each study ran (``report/cost.py``'s formula).  The result goes
-to ``<proxy output_dir>/proxy.json``.
+training FLOPs summed over every trial each study ran (``report/cost.py``'s formula), and beside it in
+trial seconds (training and evaluation).  The result goes to ``<proxy output_dir>/proxy.json``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
 
 
-def proxy_config(cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool = False) -> StudyConfig:
+def proxy_config(
+    cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool = False, refine: bool = False
+) -> StudyConfig:
+    """The target's study at the proxy's cost: rank ``rank`` (alpha scaled with it), ``model`` if
+    given, the first seed only, and -- since it only has to find the batch size -- no refinement step
+    in the LR search and no reference config (claim (e) is the target's question)."""
     if rank < 1:
         raise UserError(f"must be >= 1, got {rank}", "--rank")
     adapter = dataclasses.replace(cfg.adapter, rank=rank, alpha=cfg.adapter.alpha * rank / cfg.adapter.rank)
     train = cfg.train if all_seeds else dataclasses.replace(cfg.train, seeds=cfg.train.seeds[:1])
+    train = dataclasses.replace(train, bracket=dataclasses.replace(train.bracket, refine=refine))
     suffix = f"-proxy-r{rank}" + ("-" + Path(model).name.replace(":", "-") if model else "")
     return dataclasses.replace(
         cfg,
@@ -38,6 +46,7 @@ def proxy_config(cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool
         adapter=adapter,
         train=train,
         model=dataclasses.replace(cfg.model, source=model) if model else cfg.model,
+        report=dataclasses.replace(cfg.report, reference_config=False, curvature_examples=0),
     )
 
 
@@ -46,9 +55,7 @@ def study_flops(run_dir: Path) -> float | None:
     from lorasweep.report.cost import train_flops
 
     total = 0.0
-    for d in sorted((run_dir / "trials").iterdir()) if (run_dir / "trials").is_dir() else []:
-        if not (d / "metrics.json").exists():
-            continue
+    for d in _finished(run_dir):
         t = results.read_json(d / "metrics.json").get("train", {})
         f = train_flops(t.get("input_tokens"), t.get("frozen_parameters"), t.get("trainable_parameters"))
         if f is None:
@@ -57,22 +64,40 @@ def study_flops(run_dir: Path) -> float | None:
     return total
 
 
+def study_seconds(run_dir: Path) -> float:
+    """Wall seconds of every finished trial in ``run_dir`` (training and evaluation, one worker each)."""
+    return sum(float(results.read_json(d / "status.json").get("seconds", 0.0)) for d in _finished(run_dir))
+
+
+def _finished(run_dir: Path) -> list[Path]:
+    trials = run_dir / "trials"
+    return [d for d in sorted(trials.iterdir()) if (d / "metrics.json").exists()] if trials.is_dir() else []
+
+
 def recommend(cfg: StudyConfig, run_dir: Path) -> dict:
-    """Per method: the batch size and LR the proxy study recommends (cost rule on validation)."""
+    """Per method: the batch size and LR the proxy study recommends -- the cheapest batch size within
+    ``report.cost_tolerance`` of the best on validation (the report's cost rule) -- and, beside it, the
+    batch size with the best validation score."""
     from lorasweep.report import insight, tuned
 
     res = tuned.build(cfg, run_dir, cfg.report.metric, with_claims=False)
     ins = insight.build(cfg, run_dir, res)
     return {
-        m: {"batch_size": r.chosen.batch_size, "lr": r.chosen.lr, "proxy_test": r.chosen.test.as_dict()}
+        m: {
+            "batch_size": r.chosen.batch_size,
+            "lr": r.chosen.lr,
+            "proxy_test": r.chosen.test.as_dict(),
+            "best_batch_size": r.best.batch_size,
+            "best_lr": r.best.lr,
+        }
         for m, r in ins.recommendation.items()
         if r is not None
     }
 
 
 def transfer(cfg: StudyConfig, run_dir: Path, recommended: dict) -> dict:
-    """Per method: the target's tuned test value at the recommended batch size against the interval of
-    the target's best batch size (chosen on the target's validation rows)."""
+    """Per method: the target's tuned test value at the recommended batch size (and at the proxy's best
+    one) against the interval of the target's best batch size (chosen on the target's validation rows)."""
     from lorasweep.report import insight, tuned
 
     res = tuned.build(cfg, run_dir, cfg.report.metric, with_claims=False)
@@ -92,6 +117,10 @@ def transfer(cfg: StudyConfig, run_dir: Path, recommended: dict) -> dict:
             "target_lr_at_recommended": at.best.lr,
             "transferred": b.lo <= at.estimate.mean <= b.hi,
         }
+        at_best = res.tuned.get((m, rec.get("best_batch_size")))
+        if at_best is not None and at_best.estimate is not None:
+            out[m]["target_test_at_proxy_best"] = at_best.estimate.as_dict()
+            out[m]["proxy_best_transferred"] = b.lo <= at_best.estimate.mean <= b.hi
     return out
 
 
@@ -100,11 +129,12 @@ def run_proxy(
     rank: int,
     model: str | None = None,
     all_seeds: bool = False,
+    refine: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict:
     from lorasweep import study
 
-    pcfg = proxy_config(cfg, rank, model, all_seeds)
+    pcfg = proxy_config(cfg, rank, model, all_seeds, refine)
     pdir = Path(pcfg.output_dir)
     log(
         f"proxy study: rank {pcfg.adapter.rank}, model {pcfg.model.source}, seeds {pcfg.train.seeds} -> {pdir}"
@@ -114,6 +144,7 @@ def run_proxy(
         "proxy": {"rank": pcfg.adapter.rank, "model": pcfg.model.source, "seeds": pcfg.train.seeds},
         "recommendation": recommend(pcfg, pdir),
         "proxy_flops": study_flops(pdir),
+        "proxy_seconds": study_seconds(pdir),
     }
     target = Path(cfg.output_dir)
     if (target / "trials").is_dir() and (target / "study.json").exists():
@@ -121,6 +152,8 @@ def run_proxy(
         full = study_flops(target)
         out["target_flops"] = full
         out["compute_ratio"] = out["proxy_flops"] / full if full and out["proxy_flops"] is not None else None
+        out["target_seconds"] = study_seconds(target)
+        out["seconds_ratio"] = out["proxy_seconds"] / out["target_seconds"] if out["target_seconds"] else None
     else:
         out["transfer"] = None
         out["why_no_transfer"] = f"no target results in {target} (run `lorasweep run` on the target config)"
@@ -130,5 +163,8 @@ def run_proxy(
         verdict = "" if not t else f"; target: transferred={t.get('transferred')}"
         log(f"{m:<8} recommended B={r['batch_size']} LR={r['lr']:g}{verdict}")
     if out.get("compute_ratio") is not None:
-        log(f"proxy compute / target compute = {out['compute_ratio']:.2f} (training FLOPs)")
+        log(
+            f"proxy compute / target compute = {out['compute_ratio']:.2f} (training FLOPs), "
+            f"{out['seconds_ratio']:.2f} (trial seconds, training and evaluation)"
+        )
     return out

@@ -205,6 +205,9 @@ class ReportConfig:
     metric: str = _f(
         "gsm8k.strict", "metric that picks the best LR (on validation rows) and is reported (on test rows)"
     )
+    reference_config: bool = _f(
+        True, "also run every method at one reference (batch size, LR) for claim (e) (false: claim (e) not run)"
+    )
     reference_batch_size: int | None = _f(None, "reference config batch size (null = 128 if swept)")
     reference_lr: float | None = _f(
         None, "reference config LR (null = the middle of the grid; bracket: the first method's start LR)"

@@ -76,8 +76,11 @@ def format_plan(cfg: StudyConfig, rows: list[grid.PlanRow], why: str | None) -> 
     )
     if t.lr_search == "bracket":
         lines += _plan_search(cfg)
-    ref_b, ref_lr = reference_point(cfg)
-    lines.append(f"reference config: B={ref_b}, LR={ref_lr:g} (every method, every seed)")
+    if cfg.report.reference_config:
+        ref_b, ref_lr = reference_point(cfg)
+        lines.append(f"reference config: B={ref_b}, LR={ref_lr:g} (every method, every seed)")
+    else:
+        lines.append("reference config: not run (report.reference_config: false; claim (e) is not tested)")
     lines += _plan_packing(cfg)
     if why:
         lines.append(f"training tokens unknown here ({why}); upper bound = examples x max_seq_len")

@@ -96,6 +96,22 @@ def test_rounds_reach_a_bracketed_answer_for_every_cell(tmp_path):
     assert {"lora-b32-lr0.001-s0", "pissa-b32-lr0.001-s1"} <= set(ran)  # the reference config
 
 
+def test_without_the_reference_config_no_reference_trial_runs(tmp_path):
+    """``report.reference_config: false`` (the proxy's setting): the search's trials only, and claim (e)
+    says it has no reference results instead of reading a search trial that happens to sit there."""
+    from lorasweep.report import tuned
+
+    cfg = config(tmp_path, **{"report.reference_config": "false", "report.reference_lr": 3.162e-5})
+    run_dir = tmp_path / "run"
+    ran: list[str] = []
+    search.run_rounds(cfg, run_dir, fake_runner(cfg, run_dir, ran), log=lambda m: None)
+    assert search.reference_trials(cfg) == [] and not [t for t in ran if "-lr3.162e-05-" in t]
+    res = tuned.build(cfg, run_dir, cfg.report.metric)
+    assert res.reference == {}
+    (e,) = [c for c in res.claims if c.key == "e"]
+    assert "needs two methods with reference" in " ".join(e.evidence)
+
+
 def test_resume_after_a_kill_reruns_nothing_and_ends_the_same(tmp_path):
     cfg = config(tmp_path)
     whole_dir, killed_dir = tmp_path / "whole", tmp_path / "killed"

@@ -112,7 +112,7 @@ def build(cfg: StudyConfig, run_dir: Path, metric: str, with_claims: bool = True
     )
     ref_b, ref_lr = reference_point(cfg)
     res.ref_point = (ref_b, ref_lr)
-    for meth in cfg.adapter.methods:
+    for meth in cfg.adapter.methods if r.reference_config else []:
         cell = table.get((meth, ref_b, ref_lr))
         if cell is not None and cell.complete:
             m = matrix(run_dir, cell, metric)

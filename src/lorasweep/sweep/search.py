@@ -44,6 +44,8 @@ def reference_point(cfg: StudyConfig) -> tuple[int, float]:
 
 
 def reference_trials(cfg: StudyConfig) -> list[Trial]:
+    if not cfg.report.reference_config:
+        return []
     b, lr = reference_point(cfg)
     return expand(cfg.adapter.methods, [b], [bracket.lattice_lr(lr)], cfg.train.seeds)
 
