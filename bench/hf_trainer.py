@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import platform
 import statistics
@@ -57,13 +58,21 @@ def adapter_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def run_lorasweep(base, examples, split: batching.BatchSplit, pad_id: int) -> dict:
+def run_lorasweep(
+    base, examples, split: batching.BatchSplit, pad_id: int, padding_free: bool = False
+) -> dict:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True, mixed_precision="no")
     model = accelerator.prepare_model(fresh_lora(base))
     train_spec = loop.TrainSpec(
-        split, lr=LR, seed=SEED, scheduler="cosine", warmup_ratio=WARMUP_RATIO, max_grad_norm=MAX_GRAD_NORM
+        split,
+        lr=LR,
+        seed=SEED,
+        scheduler="cosine",
+        warmup_ratio=WARMUP_RATIO,
+        max_grad_norm=MAX_GRAD_NORM,
+        padding_free=padding_free,
     )
     marks: list[float] = []  # wall clock at the end of every step
     t0, c0 = time.perf_counter(), time.process_time()
@@ -198,7 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--padding-micro", type=int, nargs="+", default=[4, 16], help="max micro-batches (demo: 16)"
     )
+    p.add_argument(
+        "--padding-free",
+        action="store_true",
+        help="also time lorasweep with train.padding_free (one unpadded row per micro-batch) against HF",
+    )
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--name", default="hf_trainer", help="file stem of the results (e.g. hf_trainer-smollm2)")
     args = p.parse_args(argv)
     models.quiet_libraries()
     torch.set_num_threads(1)
@@ -215,10 +230,19 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 # alternate which side runs first, so drift on a shared machine does not favour one
                 sides = [("lorasweep", run_lorasweep), ("hf", run_hf)]
+                if args.padding_free:  # lorasweep with train.padding_free, a third side
+                    sides.insert(1, ("flat", functools.partial(run_lorasweep, padding_free=True)))
                 runs = dict(
                     (name, fn(base, ex, split, tok.pad_token_id)) for name, fn in sides[:: 1 - 2 * (rep % 2)]
                 )
                 diff = compare(runs["lorasweep"], runs["hf"])
+                if args.padding_free:
+                    flat = compare(runs["flat"], runs["hf"])
+                    diff |= {
+                        "flat_s": runs["flat"]["seconds"],
+                        "flat_cpu_s": runs["flat"]["cpu_s"],
+                        "flat_max_abs_loss_diff": flat["max_abs_loss_diff"],
+                    }
                 cell["reps"].append(
                     {
                         "lorasweep_s": runs["lorasweep"]["seconds"],
@@ -243,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             cell["speedup_cpu"] = summary([r["hf_cpu_s"] / r["lorasweep_cpu_s"] for r in reps])
             # steps 2..T only (end of step 1 to end of step T): without either side's setup
             cell["speedup_steady"] = summary([r["hf_steady_s"] / r["lorasweep_steady_s"] for r in reps])
+            if args.padding_free:
+                cell["flat_speedup"] = summary([r["hf_s"] / r["flat_s"] for r in reps])
+                cell["flat_speedup_cpu"] = summary([r["hf_cpu_s"] / r["flat_cpu_s"] for r in reps])
+                cell["flat_max_abs_loss_diff"] = max(r["flat_max_abs_loss_diff"] for r in reps)
             cell["max_abs_loss_diff"] = max(r["max_abs_loss_diff"] for r in reps)
             cell["max_abs_weight_diff"] = max(r["max_abs_weight_diff"] for r in reps)
             cell["padding"] = padding_waste(ex, split)
@@ -273,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": results.provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hf_trainer.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report)
-    (args.out / "hf_trainer.md").write_text(text)
+    (args.out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 
@@ -311,6 +339,21 @@ def markdown(r: dict) -> str:
             f"{st['median']:.2f}x [{st['min']:.2f}, {st['max']:.2f}] | {c['max_abs_loss_diff']:.1e} | "
             f"{c['max_abs_weight_diff']:.1e} | {pad['waste']:.1%} |"
         )
+    flat = [c for c in r["cells"].values() if "flat_speedup" in c]
+    if flat:
+        lines += [
+            "",
+            "With `train.padding_free: true` (each micro-batch one unpadded row, no padded token computed):",
+            "",
+            "| data | B | lorasweep padding-free ÷ HF (wall) | (CPU time) | max abs loss diff vs HF | padding waste |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for c in flat:
+            s, sc = c["flat_speedup"], c["flat_speedup_cpu"]
+            lines.append(
+                f"| {c['data']} | {c['batch']} | **{s['median']:.2f}x** [{s['min']:.2f}, {s['max']:.2f}] | "
+                f"{sc['median']:.2f}x [{sc['min']:.2f}, {sc['max']:.2f}] | {c['flat_max_abs_loss_diff']:.1e} | 0.0% |"
+            )
     pad = r["padding_epoch"]
     for key, title in (("waste", ""), ("waste_grouped", " with `train.group_by_length: true`")):
         lines += _padding_table(pad, key, title)

@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: bf16 autocast, as a trial")
     p.add_argument("--max-micro", type=int, default=64, help="train.max_micro_batch of the trials")
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--name", default="packing", help="file stem of the results (e.g. packing-smollm2)")
     args = p.parse_args(argv)
     from accelerate import Accelerator
 
@@ -212,9 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": prov,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "packing.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report, prov)
-    (args.out / "packing.md").write_text(text)
+    (args.out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 

@@ -36,7 +36,9 @@ def test_transfer_compares_with_the_best_batch_sizes_interval(study):  # noqa: F
     out = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": best["lora"], "lr": 1e-3}})
     assert out["lora"]["transferred"] is True  # the best batch size is inside its own interval
     assert "proxy_best_transferred" not in out["lora"]  # no proxy-best batch size given
-    both = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": 128, "lr": 1e-3, "best_batch_size": best["lora"]}})
+    both = proxy.transfer(
+        cfg, run_dir, {"lora": {"batch_size": 128, "lr": 1e-3, "best_batch_size": best["lora"]}}
+    )
     assert both["lora"]["proxy_best_transferred"] is True
     assert out["lora"]["target_best_batch_size"] == best["lora"]
     missing = proxy.transfer(cfg, run_dir, {"lora": {"batch_size": 7, "lr": 1e-3}})

@@ -36,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     px.add_argument("--rank", type=int, default=1, help="proxy adapter rank (alpha scaled with it)")
     px.add_argument("--model", default=None, help="proxy base model (default: the target's)")
     px.add_argument("--all-seeds", action="store_true", help="every seed (default: the first only)")
-    px.add_argument("--refine", action="store_true", help="keep the LR search's refinement step (default: off)")
+    px.add_argument(
+        "--refine", action="store_true", help="keep the LR search's refinement step (default: off)"
+    )
     sub.add_parser("status", help="trials by state").add_argument("run_dir")
     sub.add_parser("report", help="(re)build the report from results on disk").add_argument("run_dir")
     b = sub.add_parser("build-default-model", help="regenerate the embedded TinyWorld base model")

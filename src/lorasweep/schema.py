@@ -176,6 +176,11 @@ class TrainConfig:
         "cut each step's examples into micro-batches of similar length (less padding; the same examples "
         "and token-normalised loss per step, so only float rounding changes)",
     )
+    padding_free: bool = _f(
+        False,
+        "train on each micro-batch as one unpadded row (sequences back to back, positions restarting; "
+        "no padded token is computed; the same loss up to float rounding; not packed with other trials)",
+    )
     divergence_factor: float = _f(10.0, "stop as diverged when loss exceeds this x the first loss", gt=1)
     bracket: BracketConfig = field(default_factory=BracketConfig)
 
@@ -206,7 +211,8 @@ class ReportConfig:
         "gsm8k.strict", "metric that picks the best LR (on validation rows) and is reported (on test rows)"
     )
     reference_config: bool = _f(
-        True, "also run every method at one reference (batch size, LR) for claim (e) (false: claim (e) not run)"
+        True,
+        "also run every method at one reference (batch size, LR) for claim (e) (false: claim (e) not run)",
     )
     reference_batch_size: int | None = _f(None, "reference config batch size (null = 128 if swept)")
     reference_lr: float | None = _f(

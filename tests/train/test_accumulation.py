@@ -131,3 +131,38 @@ def test_a_two_rank_step_groups_only_inside_each_rank():
     r1 = batching.rank_micro_batches(order, split, 1, lengths)
     assert sorted(sum(r0, [])) == [0, 1, 2, 3] and sorted(sum(r1, [])) == [4, 5, 6, 7]
     assert r0 == [[1, 3], [2, 0]] and r1 == [[5, 7], [6, 4]]
+
+
+def test_padding_free_micro_batches_equal_padded_ones():
+    """train.padding_free: each micro-batch as one unpadded row with restarting positions gives the
+    padded step's loss, label-token count and gradient up to float rounding (attention stays inside
+    each sequence; the first token of a sequence is not predicted from the one before it)."""
+    from lorasweep.data.tokenize import IGNORE, collate_flat
+
+    examples = variable_examples(8, seed=5)
+    examples.append(Encoded([3, 4, 5, 6], n_prompt=0))  # no prompt: the first token is still not a label
+    flat = collate_flat(examples)
+    assert flat["input_ids"].shape == (1, sum(len(e.input_ids) for e in examples))  # no padding at all
+    assert int((flat["labels"][0, 1:] != IGNORE).sum()) == sum(e.n_label_tokens for e in examples)
+    acc = Accelerator(cpu=True)
+    model = lora_model()
+    micro = [examples[i : i + 3] for i in range(0, 9, 3)]
+    loss_p, tok_p = accumulate_step(model, micro, 0, acc)
+    g_p = grads(model)
+    model.zero_grad()
+    loss_f, tok_f = accumulate_step(model, micro, 0, acc, flat=True)
+    assert tok_p == tok_f
+    assert abs(loss_p - loss_f) <= 1e-5 * abs(loss_p)
+    assert rel(grads(model), g_p) <= 1e-5
+    # without the restarting positions the sequences would see each other: the check can fail
+    model.zero_grad()
+    wrong = token_loss_sum(
+        model,
+        {
+            "input_ids": flat["input_ids"],
+            "attention_mask": torch.ones_like(flat["input_ids"]),
+            "labels": flat["labels"],
+        },
+    )
+    padded = sum(token_loss_sum(model, collate(mb, 0)).item() for mb in [examples])
+    assert abs(wrong.item() - padded) > 1e-3 * abs(padded)

@@ -81,4 +81,3 @@ def ensure_curvature(cfg: StudyConfig, log: Callable[[str], None] = print) -> Pa
             return path
     log(f"curvature at init: lambda_max per method on {n} training examples")
     return curvature_at_init(cfg, n, cfg.report.curvature_iters, log=log)
-

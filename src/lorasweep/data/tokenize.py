@@ -49,3 +49,23 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         mask[i, :n] = 1
         labels[i, e.n_prompt : n] = ids[i, e.n_prompt : n]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_flat(batch: list[Encoded]) -> dict[str, torch.Tensor]:
+    """The micro-batch as ONE row with no padding (``train.padding_free``): the sequences one after the
+    other, ``position_ids`` restarting at 0 for each.  A causal LM given ``position_ids`` and no
+    attention mask attends only within each sequence (transformers' packed-sequence mask, found from
+    the restarts), so every token sees what it sees in the padded batch.  Labels as in :func:`collate`;
+    each sequence's first label position is masked as well, since after the shift it would be predicted
+    from the previous sequence's last token (its padded counterpart is never predicted either), so the
+    label tokens are exactly ``Encoded.n_label_tokens``."""
+    ids = torch.tensor([t for e in batch for t in e.input_ids], dtype=torch.long)
+    positions = torch.cat([torch.arange(len(e.input_ids)) for e in batch])
+    labels = torch.full_like(ids, IGNORE)
+    start = 0
+    for e in batch:
+        n = len(e.input_ids)
+        first = start + max(e.n_prompt, 1)
+        labels[first : start + n] = ids[first : start + n]
+        start += n
+    return {"input_ids": ids[None], "position_ids": positions[None], "labels": labels[None]}

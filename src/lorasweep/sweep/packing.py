@@ -40,7 +40,8 @@ MAX_GROUP = 8  # adapters per pass; the gain per added adapter flattens beyond ~
 def packable(cfg: StudyConfig) -> bool:
     """Whether this study packs at all: ``sweep.pack: auto`` on the local backends (Ray runs every
     trial alone), HF generation (a vLLM server is started per adapter), fp32 weights without autocast
-    (the stacked layer has no bf16 residual correction)."""
+    (the stacked layer has no bf16 residual correction), padded micro-batches (a packed pass puts each
+    member's rows side by side; ``train.padding_free`` trials train alone)."""
     from lorasweep.train import device
 
     s = cfg.sweep
@@ -50,6 +51,7 @@ def packable(cfg: StudyConfig) -> bool:
         and cfg.eval.backend == "hf"
         and cfg.model.dtype in ("float32", "auto")
         and device.mixed_precision() == "no"
+        and not cfg.train.padding_free
     )
 
 

@@ -215,6 +215,7 @@ def train_spec(cfg: StudyConfig, split, trial: Trial):
         max_grad_norm=cfg.train.max_grad_norm,
         divergence_factor=cfg.train.divergence_factor,
         group_by_length=cfg.train.group_by_length,
+        padding_free=cfg.train.padding_free,
     )
 
 

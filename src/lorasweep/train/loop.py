@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from lorasweep.data.tokenize import IGNORE, Encoded, collate
+from lorasweep.data.tokenize import IGNORE, Encoded, collate, collate_flat
 from lorasweep.train import batching, noise_scale, schedule
 
 
@@ -33,6 +33,7 @@ class TrainSpec:
     max_grad_norm: float | None = 1.0
     divergence_factor: float = 10.0
     group_by_length: bool = False  # micro-batches of similar length inside each step (less padding)
+    padding_free: bool = False  # each micro-batch as one unpadded row (collate_flat)
 
 
 @dataclass
@@ -53,8 +54,14 @@ class TrainResult:
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum (not mean) of next-token cross-entropy over the label tokens of ``batch``."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Sum (not mean) of next-token cross-entropy over the label tokens of ``batch`` (padded, from
+    ``collate``, or one padding-free row with ``position_ids``, from ``collate_flat``)."""
+    if "position_ids" in batch:  # no cache: transformers looks for packed sequences only without one
+        logits = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     labels = batch["labels"][:, 1:]
     return F.cross_entropy(
         logits[:, :-1].reshape(-1, logits.size(-1)).float(),
@@ -65,12 +72,13 @@ def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def accumulate_step(
-    model, micro_batches: list[list[Encoded]], pad_id: int, accelerator, probe=None
+    model, micro_batches: list[list[Encoded]], pad_id: int, accelerator, probe=None, flat: bool = False
 ) -> tuple[float, int]:
     """Backward over one step's micro-batches, normalised by the step's global label-token count.
 
     Returns (mean token loss of the step over all processes, global label tokens).  ``probe``
     (``noise_scale.MicroGradProbe``) reads each micro-batch's gradient between backward passes.
+    ``flat``: each micro-batch as one padding-free row (``collate_flat``, ``train.padding_free``).
     """
     world = accelerator.num_processes
     local = sum(e.n_label_tokens for mb in micro_batches for e in mb)
@@ -83,7 +91,10 @@ def accumulate_step(
         last = i == len(micro_batches) - 1
         sync = contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(model)
         with sync:
-            batch = {k: v.to(accelerator.device) for k, v in collate(mb, pad_id).items()}
+            batch = {
+                k: v.to(accelerator.device)
+                for k, v in (collate_flat(mb) if flat else collate(mb, pad_id)).items()
+            }
             loss_sum = token_loss_sum(model, batch)
             # DDP averages gradients over processes; x world turns that average back into the sum.
             accelerator.backward(loss_sum * (world / max(total, 1)))
@@ -121,7 +132,7 @@ def retry_on_oom(attempt, split, reset, on_retry):
 
 
 def step_with_oom_fallback(
-    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None
+    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None, flat=False
 ):
     """One step's backward at ``split``, retried at a smaller micro-batch on out-of-memory."""
 
@@ -130,7 +141,7 @@ def step_with_oom_fallback(
             [examples[i] for i in mb]
             for mb in batching.rank_micro_batches(indices, split, accelerator.process_index, lengths)
         ]
-        return accumulate_step(model, micro, pad_id, accelerator, probe)
+        return accumulate_step(model, micro, pad_id, accelerator, probe, flat)
 
     (loss, tokens), split = retry_on_oom(attempt, split, lambda: model.zero_grad(set_to_none=True), on_retry)
     return loss, tokens, split
@@ -184,7 +195,16 @@ def train(
                 result.oom_retries.append({"step": step + 1, "from_micro": old.micro, "to_micro": new.micro})
 
             loss, tokens, split = step_with_oom_fallback(
-                model, examples, indices, split, pad_id, accelerator, retried, probe, lengths
+                model,
+                examples,
+                indices,
+                split,
+                pad_id,
+                accelerator,
+                retried,
+                probe,
+                lengths,
+                spec.padding_free,
             )
             result.split = split
             grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
