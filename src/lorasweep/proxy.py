@@ -13,7 +13,9 @@ When the target study's results exist (its ``output_dir``), it also reports whet
 transferred -- the target's tuned test value at the recommended batch size lies inside the interval of
 the target's best batch size (chosen on validation) -- and the compute ratio, proxy ÷ target, in
 training FLOPs summed over every trial each study ran (``report/cost.py``'s formula), and beside it in
-trial seconds (training and evaluation).  The result goes to ``<proxy output_dir>/proxy.json``.
+trial seconds (training and evaluation).  The result goes to ``<proxy output_dir>/proxy.json`` and,
+when the target exists, to its ``analysis/proxy.json``, and the target's report is rebuilt with a
+proxy section.
 """
 
 from __future__ import annotations
@@ -158,6 +160,13 @@ def run_proxy(
         out["transfer"] = None
         out["why_no_transfer"] = f"no target results in {target} (run `lorasweep run` on the target config)"
     results.atomic_write_json(pdir / "proxy.json", out)
+    if out["transfer"] is not None:  # the target's report gains its proxy section
+        from lorasweep.report.insight import PROXY_FILE
+        from lorasweep.report.render import build_report
+
+        (target / PROXY_FILE).parent.mkdir(parents=True, exist_ok=True)
+        results.atomic_write_json(target / PROXY_FILE, out)
+        log(f"target report updated: {build_report(target, cfg)}")
     for m, r in out["recommendation"].items():
         t = (out["transfer"] or {}).get(m, {})
         verdict = "" if not t else f"; target: transferred={t.get('transferred')}"

@@ -148,6 +148,7 @@ def render(cfg: StudyConfig, res: StudyResults, ins: Insight, title: str) -> str
         "<h2>Same-step view</h2>",
         '<div class="figs"><div class="fig" id="fig-same-step"></div><div class="fig" id="fig-same-data"></div></div>',
         _curvature(ins),
+        _proxy(ins),
         '<div id="tooltip"></div>',
         f'<script type="application/json" id="report-data">{data}</script>',
         f"<script>{_asset('report.js')}</script>",
@@ -234,6 +235,34 @@ def _curvature(ins: Insight) -> str:
     return (
         "<h2>Curvature at initialisation</h2>"
         f"<table><tr><th>method</th><th>λmax</th><th>Lanczos iterations</th></tr>{rows}</table>"
+    )
+
+
+def _proxy(ins: Insight) -> str:
+    px = ins.proxy
+    if not px or not px.get("transfer"):
+        return "<h2>Proxy tuning</h2><p class='empty'>Not run (lorasweep proxy CONFIG).</p>"
+
+    def est(d: dict) -> str:
+        return f"{d['mean']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]"
+
+    rows = []
+    for m, rec in px["recommendation"].items():
+        t = px["transfer"].get(m) or {}
+        if t.get("transferred") is None:
+            continue
+        rows.append(
+            f'<tr data-method="{_e(m)}"><td>{_e(m)}</td><td>{rec["batch_size"]} ({rec["lr"]:.3g})</td>'
+            f"<td>{est(t['target_test_at_recommended'])}</td><td>{t['target_best_batch_size']}</td>"
+            f"<td>{est(t['target_best_test'])}</td><td>{'yes' if t['transferred'] else 'no'}</td></tr>"
+        )
+    p, ratio = px["proxy"], px.get("compute_ratio")
+    cost = f"{ratio:.0%} of the training FLOPs" if ratio is not None else "compute not known"
+    return (
+        "<h2>Proxy tuning</h2>"
+        f"<p>Proxy: rank {p['rank']}, model {_e(str(p['model']))}, seeds {_e(str(p['seeds']))}; {cost}.</p>"
+        "<table><tr><th>method</th><th>proxy's B (LR)</th><th>test here at that B</th><th>best B here</th>"
+        f"<th>test at best B</th><th>transferred</th></tr>{''.join(rows)}</table>"
     )
 
 

@@ -23,6 +23,7 @@ from lorasweep.report.stats import diff_interval
 from lorasweep.report.tuned import StudyResults
 
 CURVATURE_FILE = Path("analysis") / "curvature.json"
+PROXY_FILE = Path("analysis") / "proxy.json"  # written by ``lorasweep proxy`` into the target's run dir
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Insight:
     best_batch: dict[str, int] = field(default_factory=dict)  # on validation
     noise: dict[tuple[str, int], NoiseCell] = field(default_factory=dict)
     curvature: dict | None = None
+    proxy: dict | None = None  # ``proxy.run_proxy``'s result, when a proxy study was checked against this one
     lr_points: dict[str, list[tuple[int, float, bool]]] = field(default_factory=dict)  # (B, LR, bracketed)
     lr_fit: dict[str, lr_batch.PowerLaw | None] = field(default_factory=dict)
     cost: dict[str, list[cost.CostPoint]] = field(default_factory=dict)
@@ -75,6 +77,8 @@ def build(cfg: StudyConfig, run_dir: Path, res: StudyResults) -> Insight:
     ins.same_step = same_step.load(run_dir, res)
     path = run_dir / CURVATURE_FILE
     ins.curvature = results.read_json(path) if path.exists() else None
+    path = run_dir / PROXY_FILE
+    ins.proxy = results.read_json(path) if path.exists() else None
     return ins
 
 
@@ -126,6 +130,7 @@ def markdown(ins: Insight, res: StudyResults, unit: str) -> list[str]:
     lines += _curvature_lines(ins, res)
     lines += _lr_lines(ins)
     lines += _cost_lines(ins, unit)
+    lines += _proxy_lines(ins)
     return lines
 
 
@@ -276,6 +281,54 @@ def _cost_lines(ins: Insight, unit: str) -> list[str]:
     return lines + [""]
 
 
+def _proxy_lines(ins: Insight) -> list[str]:
+    lines = ["## Proxy tuning", ""]
+    px = ins.proxy
+    if not px or not px.get("transfer"):
+        return lines + [
+            "Not run: `lorasweep proxy CONFIG` tunes the batch size at a cheap proxy (rank 1, one seed) "
+            "and checks here whether its recommendation transfers.",
+            "",
+        ]
+    p = px["proxy"]
+    ratio = px.get("compute_ratio")
+    secs = px.get("seconds_ratio")
+    lines += [
+        f"The same study at a proxy (adapter rank {p['rank']}, model {p['model']}, seeds {p['seeds']}, no "
+        "refinement step, no reference config) recommended a batch size per method by the cost rule "
+        "above; *transferred* = this study's tuned test value at that batch size lies inside the interval "
+        f"of this study's best batch size (chosen on validation). Proxy compute ÷ this study's: "
+        f"{_pct(ratio)} of the training FLOPs, {_pct(secs)} of the trial seconds.",
+        "",
+        "| method | proxy's B (LR) | test here at that B | best B here | test at best B | transferred "
+        "| proxy's best B: transferred |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, rec in px["recommendation"].items():
+        t = px["transfer"].get(m) or {}
+        if t.get("transferred") is None:
+            lines.append(
+                f"| {m} | {rec['batch_size']} ({rec['lr']:.3g}) | — | — | — | — ({t.get('why', '')}) | — |"
+            )
+            continue
+        best_t = t.get("proxy_best_transferred")
+        lines.append(
+            f"| {m} | {rec['batch_size']} ({rec['lr']:.3g}) | {_est(t['target_test_at_recommended'])} | "
+            f"{t['target_best_batch_size']} | {_est(t['target_best_test'])} | "
+            f"{'yes' if t['transferred'] else '**no**'} | "
+            f"{'—' if best_t is None else ('yes' if best_t else '**no**')} (B={rec.get('best_batch_size', '—')}) |"
+        )
+    return lines + [""]
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.0%}"
+
+
+def _est(d: dict) -> str:
+    return f"{d['mean']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]"
+
+
 # ---------------------------------------------------------------- summary.json
 
 
@@ -322,6 +375,7 @@ def as_dict(ins: Insight) -> dict:
         ],
         "best_batch_size": ins.best_batch,
         "curvature": ins.curvature,
+        "proxy": ins.proxy,
         "lr_vs_batch": {m: fit(f) for m, f in ins.lr_fit.items()},
         "cost": {
             "flops_formula": "input tokens x (4 x frozen parameters + 6 x trainable parameters)",
