@@ -109,14 +109,16 @@ def test_packed_trials_write_what_trials_alone_write(runs):
         for x, y in zip(
             results.read_jsonl(p / "steps.jsonl"), results.read_jsonl(a / "steps.jsonl"), strict=True
         ):
-            # the same-step probe (val_loss after steps 1, 2, 4, ...) runs for trials alone only
-            # (docs/method.md, "Packed training"): the one key a packed step log lacks
-            assert x.keys() == y.keys() - {"val_loss"} and (x["step"], x["lr"], x["tokens"]) == (
+            # the same keys, the same-step probe included (val_loss after steps 1, 2, 4, 8)
+            assert x.keys() == y.keys() and (x["step"], x["lr"], x["tokens"]) == (
                 y["step"],
                 y["lr"],
                 y["tokens"],
             )
             assert close(x["loss"], y["loss"]) and close(x["grad_norm"], y["grad_norm"])
+            assert ("val_loss" in y) == (x["step"] in (1, 2, 4, 8))
+            if "val_loss" in y:
+                assert close(x["val_loss"], y["val_loss"])
         for folder in ("adapter", "adapter_plain_lora"):
             assert (p / folder / "adapter_config.json").read_text() == (
                 a / folder / "adapter_config.json"

@@ -93,20 +93,15 @@ def _evaluate_rows(
     return metrics
 
 
-def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:
-    """Held-out loss on the first ``eval.same_step_rows`` validation rows, for the same-step view: the
-    step log records it after optimizer steps 1, 2, 4, 8, ... so every batch size shares those steps
-    (docs/method.md, "Same-step view").  Reads the model only (no gradient, no RNG); adds its seconds
-    to ``spent[0]`` (not training time); None when switched off."""
-    import time
-
+def same_step_rows(cfg: StudyConfig, tok) -> list | None:
+    """The encoded validation rows the same-step view reads (``eval.same_step_rows`` of them, encoded
+    as training encodes), or None when it is switched off or the task has no reference answers."""
     from lorasweep.data import templates, tokenize
-    from lorasweep.evals.heldout import heldout_loss
 
     spec = EVALUATORS[selection_task(cfg)]
     if not cfg.eval.same_step_loss or spec.reference is None:
         return None
-    enc = [
+    return [
         tokenize.encode(
             tok,
             *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
@@ -114,6 +109,20 @@ def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callabl
         )
         for r in validation_rows(cfg)[: cfg.eval.same_step_rows]
     ]
+
+
+def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:
+    """Held-out loss on the first ``eval.same_step_rows`` validation rows, for the same-step view: the
+    step log records it after optimizer steps 1, 2, 4, 8, ... so every batch size shares those steps
+    (docs/method.md, "Same-step view").  Reads the model only (no gradient, no RNG); adds its seconds
+    to ``spent[0]`` (not training time); None when switched off."""
+    import time
+
+    from lorasweep.evals.heldout import heldout_loss
+
+    enc = same_step_rows(cfg, tok)
+    if enc is None:
+        return None
 
     def probe() -> float:
         t, was_training = time.perf_counter(), model.training

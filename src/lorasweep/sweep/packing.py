@@ -28,7 +28,7 @@ import torch
 from lorasweep import results, trackers
 from lorasweep.config import StudyConfig
 from lorasweep.data.cache import encoded_train
-from lorasweep.evals.suite import evaluate_model
+from lorasweep.evals.suite import evaluate_model, same_step_rows
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.resume import trial_config
@@ -251,8 +251,14 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
             logs[k].close()
             write(k, result, state)
 
+        rows = same_step_rows(cfg, tok)
+        probe = (
+            (lambda n: packed.stacked_heldout_losses(model, n, rows, tok.pad_token_id, cfg.eval.batch_size))
+            if rows is not None
+            else None
+        )
         train_results = packed.train_packed(
-            model, stack, train_set, specs, tok.pad_token_id, accelerator.device, step_writers, leave
+            model, stack, train_set, specs, tok.pad_token_id, accelerator.device, step_writers, leave, probe
         )
     finished = [k for k, r in enumerate(train_results) if r.status == "completed"]
     states = {k: stack.member_state(pos) for pos, k in enumerate(finished)}

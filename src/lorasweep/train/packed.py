@@ -105,6 +105,22 @@ def slice_loss_sums(model, batch: dict[str, torch.Tensor], k: int) -> torch.Tens
     return losses.view(k, -1).sum(1)
 
 
+@torch.no_grad()
+def stacked_heldout_losses(model, k: int, encoded: list[Encoded], pad_id: int, rows: int) -> list[float]:
+    """Held-out loss of each of the ``k`` stacked adapters on the same rows (``evals/heldout.py``'s
+    mean response-token loss): every forward holds ``k`` copies of at most ``rows // k`` rows, so it
+    is no larger than one trial's evaluation batch."""
+    device = next(model.parameters()).device
+    per = max(1, rows // k)
+    sums = torch.zeros(k, dtype=torch.float64)
+    for start in range(0, len(encoded), per):
+        idx = list(range(start, min(start + per, len(encoded))))
+        batch = {n: v.to(device) for n, v in stacked_batch([idx] * k, encoded, pad_id).items()}
+        sums += slice_loss_sums(model, batch, k).double().cpu()
+    tokens = sum(e.n_label_tokens for e in encoded)
+    return (sums / max(tokens, 1)).tolist()
+
+
 def accumulate_packed(
     model, stack: AdapterStack, micro: list[list[list[int]]], examples: list[Encoded], pad_id: int, device
 ) -> tuple[list[float], list[int]]:
@@ -147,11 +163,15 @@ def train_packed(
     device,
     on_step: list[Callable[[dict], None]],
     on_leave: Callable[[int, TrainResult, dict], None] = lambda k, result, state: None,
+    probe: Callable[[int], list[float]] | None = None,
 ) -> list[TrainResult]:
     """Train the stacked adapters of ``model``, adapter k as the trial ``specs[k]``.
 
     ``on_step[k]`` gets member k's step records (as ``loop.train`` writes them); ``on_leave(k, result,
     state)`` is called when member k diverges, with its adapter tensors before the failed update.
+    ``probe(n)`` (the same-step view) returns the held-out loss of each of the ``n`` members still
+    training; it runs after optimizer steps 1, 2, 4, 8, ... (model in eval mode), its value goes into
+    each member's record as ``val_loss`` and its time is not counted as training.
     """
     split, epochs = specs[0].split, specs[0].epochs
     if any(s.split != split or s.epochs != epochs for s in specs):
@@ -168,6 +188,7 @@ def train_packed(
     active = list(range(len(specs)))  # members still training, in stack order
     lengths = [len(e.input_ids) for e in examples] if specs[0].group_by_length else None
     t_start = time.perf_counter()
+    probing = 0.0  # seconds spent in ``probe``
     model.train()
     step = 0
     for epoch in range(epochs):
@@ -191,7 +212,7 @@ def train_packed(
             max_norms = [specs[m].max_grad_norm or math.inf for m in active]
             norms = clip_members(stack, max_norms)
             seconds = (time.perf_counter() - t0) / len(active)  # each member's share of the step
-            leaving = []
+            leaving, records = [], []
             for pos, m in enumerate(active):
                 r = out[m]
                 reason = _divergence(losses[pos], norms[pos], r.losses, specs[m].divergence_factor)
@@ -200,22 +221,23 @@ def train_packed(
                 r.input_tokens += sum(len(examples[i].input_ids) for i in indices[pos])
                 r.losses.append(losses[pos])
                 r.steps_done = step + 1
-                on_step[m](
-                    {
-                        "step": step + 1,
-                        "epoch": epoch,
-                        "loss": losses[pos],
-                        "lr": lrs[pos],
-                        "grad_norm": norms[pos],
-                        "tokens": tokens[pos],
-                        "seconds": seconds,
-                    }
-                )
+                record = {
+                    "step": step + 1,
+                    "epoch": epoch,
+                    "loss": losses[pos],
+                    "lr": lrs[pos],
+                    "grad_norm": norms[pos],
+                    "tokens": tokens[pos],
+                    "seconds": seconds,
+                }
                 if reason is not None:
+                    on_step[m](record)
                     r.status, r.diverged_at, r.divergence_reason = "diverged", step + 1, reason
-                    r.seconds = time.perf_counter() - t_start
+                    r.seconds = time.perf_counter() - t_start - probing
                     on_leave(m, r, stack.member_state(pos))
                     leaving.append(pos)
+                else:
+                    records.append((m, record))
             if leaving:
                 keep = [pos for pos in range(len(active)) if pos not in leaving]
                 active = [active[pos] for pos in keep]
@@ -227,6 +249,15 @@ def train_packed(
             optimizer.step(lrs, [specs[m].weight_decay for m in active])
             stack.zero_grad()
             step += 1
+            if probe is not None and step & (step - 1) == 0:  # a power of two, as loop.train's trials
+                t_probe = time.perf_counter()
+                model.eval()
+                for (_, record), v in zip(records, probe(len(active)), strict=True):
+                    record["val_loss"] = v
+                model.train()
+                probing += time.perf_counter() - t_probe
+            for m, record in records:
+                on_step[m](record)
     for m in active:
-        out[m].seconds = time.perf_counter() - t_start
+        out[m].seconds = time.perf_counter() - t_start - probing
     return out
