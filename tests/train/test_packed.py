@@ -88,6 +88,18 @@ def assert_same_trial(packed_run, alone_run) -> None:
     for a, b in zip(steps, steps1, strict=True):
         assert (a["step"], a["tokens"], a["lr"]) == (b["step"], b["tokens"], b["lr"])
         assert close(a["loss"], b["loss"]) and close(a["grad_norm"], b["grad_norm"]), (a, b)
+        # the gradient noise scale (micro 2 x accumulation 2): the same fields, the same estimates (a
+        # difference of squared norms, so it keeps fewer digits than the loss)
+        assert a.keys() == b.keys()
+        for key in ("noise_g2", "noise_trace", "noise_b_small", "noise_b_big"):
+            if key in b:
+                assert abs(a[key] - b[key]) <= 1e-3 * abs(b[key]) + 1e-9, (key, a, b)
+    noise, noise1 = r.noise_scale, r1.noise_scale
+    assert noise["estimable"] == noise1["estimable"]
+    if noise1["estimable"]:
+        assert noise["steps"] == noise1["steps"]
+        for key in ("grad_sq", "trace_sigma"):
+            assert abs(noise[key] - noise1[key]) <= 1e-3 * abs(noise1[key]) + 1e-9, key
     assert list(state) == list(state1)
     for name, (a, b) in state1.items():
         assert rel(state[name][0], a) <= TOL and rel(state[name][1], b) <= TOL, name
@@ -99,6 +111,7 @@ def test_packed_group_equals_its_trials_alone(method):
     out, steps, states, _ = together(method, MEMBERS, examples)
     for k, (lr, seed) in enumerate(MEMBERS):
         assert out[k].status == "completed" and out[k].steps_done == 4
+        assert out[k].noise_scale["estimable"] and "noise_g2" in steps[k][-1]  # measured, not skipped
         assert_same_trial((out[k], steps[k], states[k]), alone(method, lr, seed, examples))
 
 

@@ -216,10 +216,6 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
         t_eval = time.perf_counter()
         _save_adapter(method, template, state, d)
         metrics = {"train": train_metrics(result, split, n_trainable, n_frozen, accelerator)}
-        metrics["train"]["noise_scale"] = {
-            "estimable": False,
-            "reason": "trained packed: per-member micro-batch gradients are not probed",
-        }
         if eval_model is not None:
             out = run_dir.trial(tr)
             metrics.update(

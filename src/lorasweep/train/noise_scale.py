@@ -151,6 +151,13 @@ class MicroGradProbe:
         delta_sq = float(torch.stack([d.float().pow(2).sum() for d in deltas]).sum())  # one device sync
         if not last:
             self._prev = [g.clone() for g in grads]
+        self.record(delta_sq, label_tokens, last)
+
+    def record(self, delta_sq: float, label_tokens: Sequence[int], last: bool) -> None:
+        """One micro-batch's squared gradient norm ``delta_sq`` (as ``.grad`` holds it: world/T x the
+        token-loss sum) and its examples' label tokens."""
+        if not self._active:
+            return
         n = sum(label_tokens)
         if last and self._world > 1:
             return  # the synchronising backward mixes every process's gradient: not a local batch
@@ -178,3 +185,38 @@ class MicroGradProbe:
             "noise_b_big": b_big,
             "b_simple": self.ema.b_simple,
         }
+
+
+class StackedGradProbe:
+    """``MicroGradProbe`` for the K members of a packed pass (``train/packed.py``): their gradients are
+    the rows of one (K, P) buffer, so each micro-batch's per-member squared norms are one reduction,
+    and each member keeps its own estimate (its own tokens, its own smoothing)."""
+
+    def __init__(self, k: int, decay: float = EMA_DECAY):
+        self.members = [MicroGradProbe([], decay) for _ in range(k)]
+        self._prev: torch.Tensor | None = None
+        self._active = False
+
+    def keep(self, positions: Sequence[int]) -> None:
+        self.members = [self.members[i] for i in positions]
+
+    def begin(self, step_tokens: Sequence[int], n_micro: int) -> None:
+        for m, t in zip(self.members, step_tokens, strict=True):
+            m.begin(t, 1, n_micro)
+        self._prev = None
+        self._active = n_micro > 1
+
+    @torch.no_grad()
+    def after_backward(self, grad: torch.Tensor, label_tokens: Sequence[Sequence[int]], last: bool) -> None:
+        """``grad``: the (K, P) gradient buffer after a micro-batch; ``label_tokens[k]``: member k's
+        label tokens per example of that micro-batch."""
+        if not self._active:
+            return
+        delta = grad if self._prev is None else grad - self._prev
+        sq = delta.float().pow(2).sum(1).tolist()  # one device sync for all members
+        self._prev = None if last else grad.clone()
+        for m, s, tokens in zip(self.members, sq, label_tokens, strict=True):
+            m.record(s, tokens, last)
+
+    def observe(self, norms: Sequence[float], step_label_tokens: Sequence[Sequence[int]]) -> list[dict]:
+        return [m.observe(n, t) for m, n, t in zip(self.members, norms, step_label_tokens, strict=True)]

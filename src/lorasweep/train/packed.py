@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from lorasweep.adapters.stacked import AdapterStack
 from lorasweep.data.tokenize import IGNORE, Encoded, collate
-from lorasweep.train import batching, schedule
+from lorasweep.train import batching, noise_scale, schedule
 from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, retry_on_oom
 
 
@@ -122,33 +122,46 @@ def stacked_heldout_losses(model, k: int, encoded: list[Encoded], pad_id: int, r
 
 
 def accumulate_packed(
-    model, stack: AdapterStack, micro: list[list[list[int]]], examples: list[Encoded], pad_id: int, device
+    model,
+    stack: AdapterStack,
+    micro: list[list[list[int]]],
+    examples: list[Encoded],
+    pad_id: int,
+    device,
+    probe: noise_scale.StackedGradProbe | None = None,
 ) -> tuple[list[float], list[int]]:
     """Backward over one step for every member; ``micro[k][i]`` = member k's micro-batch i (indices).
 
     Each member's loss is normalised by its own label tokens in the whole step.  Returns (mean token
-    loss, label tokens) per member.
+    loss, label tokens) per member.  ``probe`` reads each micro-batch's per-member gradient (noise scale).
     """
     k = len(micro)
     totals = [sum(examples[i].n_label_tokens for mb in m for i in mb) for m in micro]
     scale = torch.tensor([1 / max(t, 1) for t in totals], device=device)
     loss_total = torch.zeros(k, device=device)
+    if probe is not None:
+        probe.begin(totals, len(micro[0]))
     for i in range(len(micro[0])):
         batch = {n: v.to(device) for n, v in stacked_batch([m[i] for m in micro], examples, pad_id).items()}
         sums = slice_loss_sums(model, batch, k)
         with warnings.catch_warnings():  # gradients accumulate into views of one buffer, on purpose
             warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
             (sums * scale).sum().backward()
+        if probe is not None:
+            tokens = [[examples[j].n_label_tokens for j in m[i]] for m in micro]
+            probe.after_backward(stack.grad, tokens, i == len(micro[0]) - 1)
         loss_total += sums.detach()
     return [loss / max(t, 1) for loss, t in zip(loss_total.tolist(), totals, strict=True)], totals
 
 
-def _step(model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry, lengths=None):
+def _step(
+    model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry, lengths, probe
+):
     """One step's backward, retried at a smaller micro-batch on out-of-memory (``loop.retry_on_oom``)."""
 
     def attempt(split):
         micro = [batching.rank_micro_batches(idx, split, 0, lengths) for idx in per_member]
-        return accumulate_packed(model, stack, micro, examples, pad_id, device)
+        return accumulate_packed(model, stack, micro, examples, pad_id, device, probe)
 
     (losses, tokens), split = retry_on_oom(attempt, split, stack.zero_grad, on_retry)
     return losses, tokens, split
@@ -189,6 +202,8 @@ def train_packed(
     lengths = [len(e.input_ids) for e in examples] if specs[0].group_by_length else None
     t_start = time.perf_counter()
     probing = 0.0  # seconds spent in ``probe``
+    grad_probe = noise_scale.StackedGradProbe(len(specs))  # the gradient noise scale, per member
+    noise_logs: list[list[dict]] = [[] for _ in specs]
     model.train()
     step = 0
     for epoch in range(epochs):
@@ -207,10 +222,11 @@ def train_packed(
                     )
 
             losses, tokens, split = _step(
-                model, stack, indices, examples, split, pad_id, device, retried, lengths
+                model, stack, indices, examples, split, pad_id, device, retried, lengths, grad_probe
             )
             max_norms = [specs[m].max_grad_norm or math.inf for m in active]
             norms = clip_members(stack, max_norms)
+            noise = grad_probe.observe(norms, [[examples[i].n_label_tokens for i in idx] for idx in indices])
             seconds = (time.perf_counter() - t0) / len(active)  # each member's share of the step
             leaving, records = [], []
             for pos, m in enumerate(active):
@@ -229,11 +245,14 @@ def train_packed(
                     "grad_norm": norms[pos],
                     "tokens": tokens[pos],
                     "seconds": seconds,
+                    **noise[pos],
                 }
+                noise_logs[m].append(noise[pos])
                 if reason is not None:
                     on_step[m](record)
                     r.status, r.diverged_at, r.divergence_reason = "diverged", step + 1, reason
                     r.seconds = time.perf_counter() - t_start - probing
+                    r.noise_scale = noise_scale.summarize_trial(noise_logs[m], split)
                     on_leave(m, r, stack.member_state(pos))
                     leaving.append(pos)
                 else:
@@ -246,6 +265,7 @@ def train_packed(
                     return out
                 stack.keep(keep)
                 optimizer.keep(keep)
+                grad_probe.keep(keep)
             optimizer.step(lrs, [specs[m].weight_decay for m in active])
             stack.zero_grad()
             step += 1
@@ -260,4 +280,5 @@ def train_packed(
                 on_step[m](record)
     for m in active:
         out[m].seconds = time.perf_counter() - t_start - probing
+        out[m].noise_scale = noise_scale.summarize_trial(noise_logs[m], split)
     return out
