@@ -63,6 +63,8 @@ def test_recommendation_is_the_cheapest_within_tolerance_on_validation():
     assert rec.difference.lo < rec.difference.mean < rec.difference.hi < 0  # test: 0.6 vs 0.7
     strict = cost.recommend(pts, tolerance=0.0, axis="steps", diff=diff)
     assert strict.chosen.batch_size == 16 and strict.saving == 1.0
+    d = strict.difference  # the best batch size against itself: exactly zero, no width
+    assert (d.mean, d.lo, d.hi) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="unknown cost axis"):
         cost.recommend(pts, 1.0, "joules", diff)
 

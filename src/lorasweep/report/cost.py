@@ -100,6 +100,8 @@ def recommend(
     near = [p for p in costed if p.validation >= best.validation - tolerance]
     chosen = min(near, key=lambda p: (p.cost(axis), -p.validation))
     saving = best.cost(axis) / chosen.cost(axis) if chosen.cost(axis) else None
-    return Recommendation(
-        chosen.method, axis, tolerance, chosen, best, diff(chosen.matrix, best.matrix), saving
-    )
+    # the best batch size itself: the difference is exactly zero (resampling its seeds twice would
+    # give it a width)
+    same = chosen is best
+    difference = Estimate(0.0, 0.0, 0.0) if same else diff(chosen.matrix, best.matrix)
+    return Recommendation(chosen.method, axis, tolerance, chosen, best, difference, saving)
