@@ -146,6 +146,36 @@ def test_ray_sweep_equals_local_sweep(tmp_path, local_run):
     assert again[0].startswith("4 trials: 4 already finished, 0 to run") and len(again) == 1
 
 
+PACKED = [
+    "adapter.methods=[lora]",
+    "train.batch_sizes=[4]",
+    "train.learning_rates=[2e-3,5e-3]",
+    "train.seeds=[0,1]",
+    "train.max_micro_batch=64",
+    "sweep.pack=auto",
+    "sweep.workers=1",  # one unit at a time: the four trials stay one packed group
+]
+
+
+def test_ray_packs_trials_as_the_local_backend_does(tmp_path):
+    """sweep.pack: auto on Ray: a packed group is one Ray trial (named by its first member and how many
+    more), and every member's directory equals the one the local backend's packed group writes."""
+    local_out, ray_out = tmp_path / "local", tmp_path / "ray"
+    local_cfg = load_config("configs/demo.yaml", [f"output_dir={local_out}", *MICRO, *PACKED])
+    local.run_sweep(local_cfg, trials_of(local_cfg), local_out, {}, log=lambda m: None)
+    cfg = load_config("configs/demo.yaml", [f"output_dir={ray_out}", *MICRO, *PACKED])
+    lines: list[str] = []
+    run_sweep_ray(cfg, trials_of(cfg), ray_out, log=lines.append)
+    ids = sorted(t.id for t in trials_of(cfg))
+    assert len(ids) == 4 and sorted(p.name for p in (ray_out / "trials").iterdir()) == ids
+    for tid in ids:
+        prov = json.loads((ray_out / "trials" / tid / "provenance.json").read_text())
+        assert sorted(prov["packed"]["group"]) == ids  # trained in one pass on a Ray worker
+        assert_same_trial(ray_out / "trials" / tid, local_out / "trials" / tid)
+    (experiment,) = [p for p in (ray_out / "ray").iterdir() if p.is_dir()]
+    assert [p.name for p in experiment.iterdir() if p.is_dir()] == ["lora-b4-lr0.002-s0+3"]
+
+
 def tree(root: int) -> dict[int, str]:
     """The processes under ``root`` (pid -> command line), itself included."""
     rows = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout

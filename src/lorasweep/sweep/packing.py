@@ -38,8 +38,8 @@ MAX_GROUP = 8  # adapters per pass; the gain per added adapter flattens beyond ~
 
 
 def packable(cfg: StudyConfig) -> bool:
-    """Whether this study packs at all: ``sweep.pack: auto`` on the local backends (Ray runs every
-    trial alone), HF generation (a vLLM server is started per adapter), fp32 weights without autocast
+    """Whether this study packs at all: ``sweep.pack: auto`` (on every backend: a packed group is one
+    local worker's or one Ray trial's work), HF generation (a vLLM server is started per adapter), fp32 weights without autocast
     (the stacked layer has no bf16 residual correction), padded micro-batches (a packed pass puts each
     member's rows side by side; ``train.padding_free`` trials train alone)."""
     from lorasweep.train import device
@@ -47,7 +47,6 @@ def packable(cfg: StudyConfig) -> bool:
     s = cfg.sweep
     return (
         s.pack == "auto"
-        and s.backend != "ray"
         and cfg.eval.backend == "hf"
         and cfg.model.dtype in ("float32", "auto")
         and device.mixed_precision() == "no"
@@ -90,7 +89,10 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
         n = math.ceil(len(members) / cap)
         size = math.ceil(len(members) / n)
         out += [members[i : i + size] for i in range(0, len(members), size)]
-    return _fill_workers(out, cfg.sweep.workers if cfg.sweep.backend == "local" else 1)
+    # a local pool, or a Ray cluster started here, runs sweep.workers units at once
+    s = cfg.sweep
+    busy = s.backend == "local" or (s.backend == "ray" and s.ray_address is None)
+    return _fill_workers(out, s.workers if busy else 1)
 
 
 def _fill_workers(units: list[list[Trial]], workers: int) -> list[list[Trial]]:
@@ -109,7 +111,10 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
     if cfg.sweep.pack == "off":
         return ["packing: off (every trial trains alone)"]
     if not packable(cfg):
-        return ["packing: auto, but not with this setup (Ray backend, vLLM generation or fp16 loss scaling)"]
+        return [
+            "packing: auto, but not with this setup (vLLM generation, bf16/fp16 weights or autocast, "
+            "or train.padding_free)"
+        ]
     units = groups(cfg, trials)
     lines = [
         f"packing: {len(trials)} trials in {len(units)} training pass(es) (same method and batch size; at "

@@ -1,8 +1,9 @@
 """The Ray backend: the sweep's trials as a Ray Tune grid, on an existing Ray cluster or a local one.
 
-What is covered: the same trial function (``run_trial``) and the same per-trial directories as the
-local backend; Ray Tune schedules the (method, batch size, LR, seed) points still to run, each with
-its CPUs and (fractional) GPUs; Ray's own experiment state goes to ``run_dir/ray``.  Resuming has two
+What is covered: the same trial functions (``run_trial``, and ``packing.run_group`` for a packed group
+under ``sweep.pack: auto``) and the same per-trial directories as the local backend; Ray Tune schedules
+the units still to run (one trial, or one packed group of trials), each with its CPUs and (fractional)
+GPUs; Ray's own experiment state goes to ``run_dir/ray``.  Resuming has two
 layers: ``Tuner.restore`` continues the last Ray experiment when Ray's record of it agrees with the
 trial directories (else a new experiment runs the trials still to do), and a trial whose directory
 says it finished (``completed``/``diverged``, same config) is never run again, whatever Ray believes.
@@ -188,7 +189,8 @@ class TrialFailed(Exception):
 
 
 def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cwd: str) -> None:
-    """The function Ray Tune runs for one grid point: ``run_trial``, unless the directory says done."""
+    """The function Ray Tune runs for one grid point: one trial (``run_trial``) or a packed group
+    (``packing.run_group``, ``sweep.pack: auto``), less the members whose directory says done."""
     import warnings
 
     import torch
@@ -201,16 +203,39 @@ def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cw
     warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    trial = Trial(**config["trial"])
-    d = RunDir(run_dir).trial(trial)
-    if _finished(cfg, trial, d):  # Ray's state can lag the files (driver killed before saving it)
-        record = {**results.read_json(d.status), "skipped": True}
-    else:
-        record = {**run_trial(cfg, trial, RunDir(run_dir), log=lambda m: None), "skipped": False}
-    if record["state"] == "failed":
-        raise TrialFailed(f"{trial.id}: {record.get('error')} (traceback: {d.error})")
+    unit = _unit(config)
+    rd = RunDir(run_dir)
+    # Ray's state can lag the files (driver killed before saving it): finished members are skipped
+    todo = [t for t in unit if not _finished(cfg, t, rd.trial(t))]
+    records = {
+        t.id: {**results.read_json(rd.trial(t).status), "skipped": True} for t in unit if t not in todo
+    }
+    if todo:
+        from lorasweep.sweep.packing import run_group
+
+        done = run_group(cfg, todo, rd, log=lambda m: None)
+        records |= {tid: {**r, "skipped": False} for tid, r in done.items()}
+    failed = [t for t in unit if records[t.id]["state"] == "failed"]
+    if failed:
+        t = failed[0]
+        raise TrialFailed(f"{t.id}: {records[t.id].get('error')} (traceback: {rd.trial(t).error})")
     keep = ("state", "seconds", "steps", "skipped", "diverged_at", "reason")
-    tune.report({"trial": trial.id, **{k: record[k] for k in keep if k in record}})
+    first = records[unit[0].id]  # one trial: its record, as before packing existed
+    tune.report(
+        {
+            "trial": unit[0].id,
+            "members": [t.id for t in unit],
+            "states": [records[t.id]["state"] for t in unit],
+            **{k: first[k] for k in keep if k in first},
+        }
+    )
+
+
+def _unit(config: dict) -> list[Trial]:
+    """The trials of one grid point: ``{"point": {"trial": ...}}`` (one) or ``{"point": {"unit":
+    [...]}}`` (a packed group)."""
+    point = config["point"]
+    return [Trial(**t) for t in point["unit"]] if "unit" in point else [Trial(**point["trial"])]
 
 
 def _finished(cfg: StudyConfig, trial: Trial, d: TrialDir) -> bool:
@@ -220,8 +245,10 @@ def _finished(cfg: StudyConfig, trial: Trial, d: TrialDir) -> bool:
 
 
 def _trial_name(trial: Any) -> str:
-    """Ray's name (and folder under run_dir/ray/<experiment>) of a grid point: the lorasweep id."""
-    return Trial(**trial.config["trial"]).id
+    """Ray's name (and folder under run_dir/ray/<experiment>) of a grid point: the lorasweep id, or
+    for a packed group its first member's id and how many more (``lora-b4-lr0.001-s0+3``)."""
+    unit = _unit(trial.config)
+    return unit[0].id + (f"+{len(unit) - 1}" if len(unit) > 1 else "")
 
 
 # ---------------------------------------------------------------- on the driver
@@ -284,9 +311,13 @@ def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RayS
     while (storage / name).exists():  # two starts within one second
         name += "x"
     log(f"ray: new experiment {storage / name}")
+    from lorasweep.sweep.packing import groups
+
+    units = groups(cfg, pending)  # one trial each unless sweep.pack: auto
+    points = [{"trial": u[0].as_dict()} if len(u) == 1 else {"unit": [t.as_dict() for t in u]} for u in units]
     return tune.Tuner(
         trainable,
-        param_space={"trial": tune.grid_search([t.as_dict() for t in pending])},  # in schedule order
+        param_space={"point": tune.grid_search(points)},  # in schedule order
         tune_config=tune.TuneConfig(
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name, reuse_actors=True
         ),
@@ -340,11 +371,15 @@ def _would_run(tuner: Any, run_dir: Path) -> set[str]:
 
 
 def _by_trial(grid: Any) -> Iterator[tuple[str, Any]]:
-    """(trial id, Ray result) pairs; a trial that never reported has no config, but its folder is
-    named by its id (``_trial_name``)."""
+    """(trial id, Ray result) pairs, one per member of a packed grid point; a point that never
+    reported has no config, but its folder is named by its (first) id (``_trial_name``)."""
     for i in range(len(grid)):
         r = grid[i]
-        yield (Trial(**r.config["trial"]).id if r.config else Path(r.path).name), r
+        if r.config:
+            for t in _unit(r.config):
+                yield t.id, r
+        else:
+            yield Path(r.path).name, r
 
 
 def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
