@@ -40,7 +40,6 @@ from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir, TrialDir
 from lorasweep.sweep.grid import Trial, schedule_order
 from lorasweep.sweep.resume import Progress, same_trial_config, todo
-from lorasweep.sweep.trial import run_trial
 
 CONNECT_TIMEOUT_S = 10.0  # the TCP check of sweep.ray_address (Ray itself retries for minutes)
 EXPERIMENT_PREFIX = "sweep-"  # Ray experiments under run_dir/ray are named sweep-<UTC time>
