@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -17,7 +18,13 @@ from tests.sweep.test_end_to_end import MICRO
 def test_proxy_config_changes_rank_alpha_seeds_and_directory_only():
     cfg = load_config("configs/demo.yaml")
     p = proxy.proxy_config(cfg, rank=2, model=None)
-    assert (p.adapter.rank, p.adapter.alpha) == (2, cfg.adapter.alpha * 2 / cfg.adapter.rank)  # alpha/r kept
+    # alpha / sqrt(r) kept (rank-stable scale, arXiv 2312.03732): the LR optimum stays put
+    assert p.adapter.rank == 2 and p.adapter.alpha == pytest.approx(
+        cfg.adapter.alpha * (2 / cfg.adapter.rank) ** 0.5
+    )
+    assert p.adapter.alpha / 2**0.5 == pytest.approx(cfg.adapter.alpha / cfg.adapter.rank**0.5)
+    rs = dataclasses.replace(cfg, adapter=dataclasses.replace(cfg.adapter, use_rslora=True))
+    assert proxy.proxy_config(rs, 2, None).adapter.alpha == cfg.adapter.alpha  # already alpha / sqrt(r)
     assert p.train.seeds == cfg.train.seeds[:1] and p.train.batch_sizes == cfg.train.batch_sizes
     assert p.data == cfg.data and p.output_dir == f"{cfg.output_dir}-proxy-r2"
     assert proxy.proxy_config(cfg, 2, None, all_seeds=True).train.seeds == cfg.train.seeds

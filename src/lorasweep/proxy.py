@@ -1,8 +1,8 @@
 """``lorasweep proxy CONFIG``: tune the batch size cheaply, then say whether it transferred.
 
 The proxy runs the same batch-size study (same data, same budget, same batch sizes, same search) at a
-cheaper setting: a smaller adapter rank (``alpha`` scaled with it, so alpha/r and with it the LR scale
-stay put), optionally a smaller base model, only the first seed, no refinement step in the LR search
+cheaper setting: a smaller adapter rank (``alpha`` scaled so that an update at a given LR keeps its
+size: :func:`proxy_alpha`), optionally a smaller base model, only the first seed, no refinement step in the LR search
 and no reference config.  *Beware of the Batch Size*
 (arXiv 2602.09492) proposes exactly this proxy: the best batch size moves with the data more than with
 rank or model size.  Per method it recommends the batch size the study's cost rule picks
@@ -29,15 +29,29 @@ from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
 
 
+def proxy_alpha(adapter, rank: int) -> float:
+    """``alpha`` at the proxy's rank such that an update at a given LR has the target's size.
+
+    Under Adam the first updates move every entry of B by about the LR, so ``scale · B A`` grows as
+    ``scale · LR · sqrt(r)``: with LoRA's ``scale = alpha / r`` a lower rank at the same alpha/r moves the
+    weights less and its best LR shifts up (a rank-1 proxy of a rank-8 study by ~sqrt(8), half a
+    decade).  rsLoRA (arXiv 2312.03732) shows ``alpha / sqrt(r)`` is the rank-stable scale, so the
+    proxy keeps ``alpha / sqrt(r)``: alpha x sqrt(rank / target rank); with ``use_rslora`` the scale
+    is already alpha / sqrt(r) and alpha stays."""
+    if adapter.use_rslora:
+        return adapter.alpha
+    return adapter.alpha * (rank / adapter.rank) ** 0.5
+
+
 def proxy_config(
     cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool = False, refine: bool = False
 ) -> StudyConfig:
-    """The target's study at the proxy's cost: rank ``rank`` (alpha scaled with it), ``model`` if
+    """The target's study at the proxy's cost: rank ``rank`` (alpha by :func:`proxy_alpha`), ``model`` if
     given, the first seed only, and -- since it only has to find the batch size -- no refinement step
     in the LR search and no reference config (claim (e) is the target's question)."""
     if rank < 1:
         raise UserError(f"must be >= 1, got {rank}", "--rank")
-    adapter = dataclasses.replace(cfg.adapter, rank=rank, alpha=cfg.adapter.alpha * rank / cfg.adapter.rank)
+    adapter = dataclasses.replace(cfg.adapter, rank=rank, alpha=proxy_alpha(cfg.adapter, rank))
     train = cfg.train if all_seeds else dataclasses.replace(cfg.train, seeds=cfg.train.seeds[:1])
     train = dataclasses.replace(train, bracket=dataclasses.replace(train.bracket, refine=refine))
     suffix = f"-proxy-r{rank}" + ("-" + Path(model).name.replace(":", "-") if model else "")
