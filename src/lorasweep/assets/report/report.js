@@ -42,8 +42,11 @@
     out.push(`<text x="${W / 2}" y="16" class="title">${esc(o.title)}</text>`);
     let xt = o.xticks || [...new Set(xs)].sort((a, b) => a - b);
     if (xt.length > 8) xt = xt.filter((_, i) => i % Math.ceil(xt.length / 8) === 0);
+    let lastLabel = -Infinity; // a label closer than 36 px to the previous one is left out (its grid line stays)
     for (const v of xt) {
       out.push(`<line x1="${sx(v)}" x2="${sx(v)}" y1="${T}" y2="${H - B}" class="grid"/>`);
+      if (sx(v) - lastLabel < 36) continue;
+      lastLabel = sx(v);
       out.push(`<text x="${sx(v)}" y="${H - B + 14}" class="tick">${esc(o.xfmt ? o.xfmt(v) : v)}</text>`);
     }
     for (let i = 0; i <= 4; i++) {
