@@ -100,3 +100,26 @@ def test_the_targets_report_shows_the_proxy_check(study, tmp_path):  # noqa: F81
     assert "Proxy tuning" in html and "31% of the training FLOPs" in html
     summary = json.loads((target / "report" / "summary.json").read_text())
     assert summary["insight"]["proxy"]["compute_ratio"] == 0.31
+
+
+def test_a_truncated_model_is_a_smaller_model_of_the_same_family():
+    """model.num_layers / proxy --layers: the first N decoder layers; embedding, norm and head kept."""
+    import torch
+
+    from lorasweep import models
+
+    full, tok = models.load_base("builtin:tinyworld")
+    two, _ = models.load_base("builtin:tinyworld", num_layers=2)
+    assert len(two.model.layers) == two.config.num_hidden_layers == 2 == len(full.model.layers) - 1
+    assert torch.equal(two.model.layers[1].mlp.up_proj.weight, full.model.layers[1].mlp.up_proj.weight)
+    ids = torch.tensor([tok("7 + 5 =")["input_ids"]])
+    assert two(input_ids=ids).logits.shape == full(input_ids=ids).logits.shape
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 0.6 < params(two) / params(full) < 0.8
+    with pytest.raises(UserError, match="between 1 and the model's 3 layers") as e:
+        models.load_base("builtin:tinyworld", num_layers=4)
+    assert e.value.where == "model.num_layers"
+    cfg = load_config("configs/demo.yaml")
+    p = proxy.proxy_config(cfg, 1, None, layers=2)
+    assert p.model.num_layers == 2 and p.model.source == cfg.model.source
+    assert p.output_dir == f"{cfg.output_dir}-proxy-r1-L2"

@@ -33,9 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--examples", type=int, default=256, help="training examples in the loss")
     cv.add_argument("--iters", type=int, default=40, help="at most this many Lanczos iterations")
     px = with_config("proxy", "batch-size study at a cheap proxy; recommend B and LR; check transfer")
-    px.add_argument("--rank", type=int, default=1, help="proxy adapter rank (alpha scaled with it)")
+    px.add_argument("--rank", type=int, default=1, help="proxy adapter rank (alpha x sqrt(rank ratio))")
     px.add_argument("--model", default=None, help="proxy base model (default: the target's)")
     px.add_argument("--all-seeds", action="store_true", help="every seed (default: the first only)")
+    px.add_argument("--layers", type=int, default=None, help="proxy model: the first N decoder layers")
     px.add_argument(
         "--refine", action="store_true", help="keep the LR search's refinement step (default: off)"
     )
@@ -135,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "proxy":
         from lorasweep.proxy import run_proxy
 
-        run_proxy(cfg, args.rank, args.model, args.all_seeds, args.refine)
+        run_proxy(cfg, args.rank, args.model, args.all_seeds, args.refine, layers=args.layers)
     elif args.command == "run":
         study.run(cfg)
     elif args.command == "train":

@@ -73,8 +73,11 @@ def load_tokenizer(source: str):
     return tok
 
 
-def load_base(source: str, dtype: str = "float32", device: str | torch.device = "cpu"):
-    """(model, tokenizer) in ``dtype`` on ``device``, in eval mode, all weights frozen by the adapter."""
+def load_base(
+    source: str, dtype: str = "float32", device: str | torch.device = "cpu", num_layers: int | None = None
+):
+    """(model, tokenizer) in ``dtype`` on ``device``, in eval mode, all weights frozen by the adapter;
+    ``num_layers``: keep only the first N decoder layers (``model.num_layers``)."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_source(source)
@@ -83,9 +86,31 @@ def load_base(source: str, dtype: str = "float32", device: str | torch.device = 
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     except OSError as e:
         raise UserError(_not_found(source, e), "model.source") from None
+    if num_layers is not None:
+        truncate_layers(model, num_layers)
     model.to(device)
     model.eval()
     return model, tok
+
+
+def truncate_layers(model, n: int) -> None:
+    """Keep the first ``n`` decoder layers of ``model`` (its embedding, final norm and head stay): a
+    smaller model of the same family at no pre-training cost, the cheap proxy of ``lorasweep proxy
+    --layers`` (the deepest layers of a pre-trained LM are the most redundant: arXiv 2403.17887)."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise UserError(
+            f"cannot truncate a {type(model).__name__}: no decoder layer list at model.model.layers",
+            "model.num_layers",
+        )
+    if not 1 <= n <= len(layers):
+        raise UserError(
+            f"must be between 1 and the model's {len(layers)} layers, got {n}", "model.num_layers"
+        )
+    model.model.layers = torch.nn.ModuleList(list(layers)[:n])
+    model.config.num_hidden_layers = n
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:n]
 
 
 def _not_found(source: str, err: Exception) -> str:

@@ -2,7 +2,8 @@
 
 The proxy runs the same batch-size study (same data, same budget, same batch sizes, same search) at a
 cheaper setting: a smaller adapter rank (``alpha`` scaled so that an update at a given LR keeps its
-size: :func:`proxy_alpha`), optionally a smaller base model, only the first seed, no refinement step in the LR search
+size: :func:`proxy_alpha`), optionally a smaller base model (another one, or the target's first N
+decoder layers: ``--layers``), only the first seed, no refinement step in the LR search
 and no reference config.  *Beware of the Batch Size*
 (arXiv 2602.09492) proposes exactly this proxy: the best batch size moves with the data more than with
 rank or model size.  Per method it recommends the batch size the study's cost rule picks
@@ -44,7 +45,12 @@ def proxy_alpha(adapter, rank: int) -> float:
 
 
 def proxy_config(
-    cfg: StudyConfig, rank: int, model: str | None, all_seeds: bool = False, refine: bool = False
+    cfg: StudyConfig,
+    rank: int,
+    model: str | None,
+    all_seeds: bool = False,
+    refine: bool = False,
+    layers: int | None = None,
 ) -> StudyConfig:
     """The target's study at the proxy's cost: rank ``rank`` (alpha by :func:`proxy_alpha`), ``model`` if
     given, the first seed only, and -- since it only has to find the batch size -- no refinement step
@@ -55,13 +61,17 @@ def proxy_config(
     train = cfg.train if all_seeds else dataclasses.replace(cfg.train, seeds=cfg.train.seeds[:1])
     train = dataclasses.replace(train, bracket=dataclasses.replace(train.bracket, refine=refine))
     suffix = f"-proxy-r{rank}" + ("-" + Path(model).name.replace(":", "-") if model else "")
+    suffix += f"-L{layers}" if layers else ""
+    mcfg = dataclasses.replace(cfg.model, source=model) if model else cfg.model
+    if layers:
+        mcfg = dataclasses.replace(mcfg, num_layers=layers)
     return dataclasses.replace(
         cfg,
         name=f"{cfg.name}{suffix}",
         output_dir=f"{cfg.output_dir}{suffix}",
         adapter=adapter,
         train=train,
-        model=dataclasses.replace(cfg.model, source=model) if model else cfg.model,
+        model=mcfg,
         report=dataclasses.replace(cfg.report, reference_config=False, curvature_examples=0),
     )
 
@@ -147,17 +157,25 @@ def run_proxy(
     all_seeds: bool = False,
     refine: bool = False,
     log: Callable[[str], None] = print,
+    layers: int | None = None,
 ) -> dict:
     from lorasweep import study
 
-    pcfg = proxy_config(cfg, rank, model, all_seeds, refine)
+    pcfg = proxy_config(cfg, rank, model, all_seeds, refine, layers)
     pdir = Path(pcfg.output_dir)
     log(
-        f"proxy study: rank {pcfg.adapter.rank}, model {pcfg.model.source}, seeds {pcfg.train.seeds} -> {pdir}"
+        f"proxy study: rank {pcfg.adapter.rank}, model {pcfg.model.source}"
+        + (f" (first {layers} layers)" if layers else "")
+        + f", seeds {pcfg.train.seeds} -> {pdir}"
     )
     study.run(pcfg, log)
     out: dict = {
-        "proxy": {"rank": pcfg.adapter.rank, "model": pcfg.model.source, "seeds": pcfg.train.seeds},
+        "proxy": {
+            "rank": pcfg.adapter.rank,
+            "model": pcfg.model.source,
+            "layers": pcfg.model.num_layers,
+            "seeds": pcfg.train.seeds,
+        },
         "recommendation": recommend(pcfg, pdir),
         "proxy_flops": study_flops(pdir),
         "proxy_seconds": study_seconds(pdir),

@@ -28,6 +28,12 @@ class ModelConfig:
         "base model: HF id, local folder, .gguf file, fetch:smollm2-135m or builtin:tinyworld",
     )
     dtype: str = _f("float32", "weights dtype for training", choices=("float32", "bfloat16", "float16"))
+    num_layers: int | None = _f(
+        None,
+        "keep only the first N decoder layers (a truncated model: the cheap proxy of `lorasweep proxy "
+        "--layers N`; null = all)",
+        min=1,
+    )
 
 
 @dataclass

@@ -150,7 +150,7 @@ def run_baseline(cfg: StudyConfig, run_dir: Path) -> None:
         stored = results.read_json(rd.baseline_config)
         if result_config(from_dict(stored)) == conf:
             return
-    model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
+    model, tok = models.load_base(cfg.model.source, cfg.model.dtype, num_layers=cfg.model.num_layers)
     metrics = evaluate_model(cfg, model, tok, rd.baseline, rd.baseline_validation, rd.judge_cache)
     results.atomic_write_json(rd.baseline_config, conf)
     results.atomic_write_json(rd.baseline_metrics, metrics)

@@ -36,7 +36,7 @@ def curvature_at_init(
     for method in cfg.adapter.methods:
         t = time.perf_counter()
         torch.manual_seed(seed)
-        model, tok = models.load_base(cfg.model.source, cfg.model.dtype)
+        model, tok = models.load_base(cfg.model.source, cfg.model.dtype, num_layers=cfg.model.num_layers)
         spec = adapters.AdapterSpec(
             rank=cfg.adapter.rank,
             alpha=cfg.adapter.alpha,

@@ -260,7 +260,9 @@ def _proxy(ins: Insight) -> str:
     cost = f"{ratio:.0%} of the training FLOPs" if ratio is not None else "compute not known"
     return (
         "<h2>Proxy tuning</h2>"
-        f"<p>Proxy: rank {p['rank']}, model {_e(str(p['model']))}, seeds {_e(str(p['seeds']))}; {cost}.</p>"
+        f"<p>Proxy: rank {p['rank']}, model {_e(str(p['model']))}"
+        + (f" (first {p['layers']} layers)" if p.get("layers") else "")
+        + f", seeds {_e(str(p['seeds']))}; {cost}.</p>"
         "<table><tr><th>method</th><th>proxy's B (LR)</th><th>test here at that B</th><th>best B here</th>"
         f"<th>test at best B</th><th>transferred</th></tr>{''.join(rows)}</table>"
     )

@@ -294,7 +294,9 @@ def _proxy_lines(ins: Insight) -> list[str]:
     ratio = px.get("compute_ratio")
     secs = px.get("seconds_ratio")
     lines += [
-        f"The same study at a proxy (adapter rank {p['rank']}, model {p['model']}, seeds {p['seeds']}, no "
+        f"The same study at a proxy (adapter rank {p['rank']}, model {p['model']}"
+        + (f" (its first {p['layers']} decoder layers)" if p.get("layers") else "")
+        + f", seeds {p['seeds']}, no "
         "refinement step, no reference config) recommended a batch size per method by the cost rule "
         "above; *transferred* = this study's tuned test value at that batch size lies inside the interval "
         f"of this study's best batch size (chosen on validation). Proxy compute ÷ this study's: "

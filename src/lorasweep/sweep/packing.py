@@ -199,7 +199,7 @@ def _train_group(cfg, trials, dirs, run_dir, records, started, log) -> None:
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=device.mixed_precision())
     device.enable_tf32()
     device.reset_peak_memory()
-    base, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device)
+    base, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device, cfg.model.num_layers)
     train_set = encoded_train(cfg)
     method = trials[0].method
     init = stacked.initialise(method, base, {s: _spec(cfg, s) for s in sorted({tr.seed for tr in trials})})

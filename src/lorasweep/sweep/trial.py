@@ -133,7 +133,7 @@ def _build(cfg: StudyConfig, trial: Trial) -> Built:
     device.enable_tf32()
     device.reset_peak_memory()
     torch.manual_seed(trial.seed)
-    model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device)
+    model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device, cfg.model.num_layers)
     train_set = encoded_train(cfg)
     spec = adapters.AdapterSpec(
         rank=cfg.adapter.rank,
