@@ -36,6 +36,7 @@ def micro_model():
 
 # The smallest real study (one trial, a few rows, in-process): for tests of what a run writes or refuses.
 TINY_STUDY = [
+    "report.curvature_examples=0",  # the demo computes λmax first; tests of other things skip it
     "adapter.methods=[lora]",
     "train.batch_sizes=[8]",
     "train.lr_search=grid",

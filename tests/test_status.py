@@ -21,6 +21,7 @@ from lorasweep.sweep.resume import trial_config
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ONE_TRIAL = [
+    "report.curvature_examples=0",
     "train.lr_search=grid",
     "adapter.methods=[lora]",
     "train.batch_sizes=[4]",

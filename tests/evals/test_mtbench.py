@@ -311,6 +311,7 @@ def test_lorasweep_run_puts_mtbench_in_the_report(server, tmp_path, monkeypatch,
         "eval.judge.model=tinyworld-judge",
         f"eval.judge.api_key_env={KEY_ENV}",
         "eval.judge.max_tokens=32",
+        "report.curvature_examples=0",
     ]
     assert main(["run", "configs/demo.yaml", *args]) == 0
     m = json.loads((out / "trials" / "lora-b8-lr0.005-s0" / "metrics.json").read_text())

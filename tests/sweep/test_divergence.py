@@ -22,6 +22,7 @@ def test_diverged_trials_are_recorded_and_marked(tmp_path, capsys):
         "eval.num_examples=8",
         "eval.max_new_tokens=8",
         "sweep.backend=inprocess",
+        "report.curvature_examples=0",
         f"output_dir={out}",
     ]
     assert main(["run", "configs/demo.yaml", *args]) == 0

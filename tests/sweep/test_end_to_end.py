@@ -11,6 +11,7 @@ from lorasweep import results
 from lorasweep.cli import main
 
 MICRO = [
+    "report.curvature_examples=0",  # the demo computes λmax first; tests of other things skip it
     "adapter.methods=[lora,milora]",
     "train.batch_sizes=[4,16]",
     "train.lr_search=grid",

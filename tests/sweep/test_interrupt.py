@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 ARGS = [
+    "report.curvature_examples=0",  # the demo computes λmax first; tests of other things skip it
     "adapter.methods=[lora,pissa]",
     "train.batch_sizes=[4,8]",
     "train.lr_search=grid",

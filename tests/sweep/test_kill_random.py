@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 SMALL = [
+    "report.curvature_examples=0",
     "adapter.methods=[lora,pissa,milora]",
     "train.batch_sizes=[4,16]",
     "train.lr_search=grid",

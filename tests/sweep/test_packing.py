@@ -19,6 +19,7 @@ from lorasweep.sweep.local import run_sweep
 from lorasweep.sweep.search import grid_trials
 
 MICRO = [
+    "report.curvature_examples=0",  # the demo computes λmax first; tests of other things skip it
     "adapter.methods=[milora]",  # residual base and plain-LoRA export: the harder case
     "train.batch_sizes=[4]",
     "train.max_micro_batch=64",  # up to 8 adapters of 4 rows per packed forward

@@ -26,6 +26,7 @@ from lorasweep.sweep.ray_backend import run_sweep_ray  # noqa: E402
 pytestmark = pytest.mark.ray
 
 MICRO = [
+    "report.curvature_examples=0",  # the demo computes λmax first; tests of other things skip it
     "adapter.methods=[lora,milora]",
     "train.batch_sizes=[4,16]",
     "train.lr_search=grid",

@@ -79,5 +79,11 @@ def ensure_curvature(cfg: StudyConfig, log: Callable[[str], None] = print) -> Pa
             and set(done.get("methods", {})) == set(cfg.adapter.methods)
         ):
             return path
-    log(f"curvature at init: lambda_max per method on {n} training examples")
-    return curvature_at_init(cfg, n, cfg.report.curvature_iters, log=log)
+    log(f"curvature at init: lambda_max per method on (up to) {n} training examples")
+    # as many torch threads as one trial uses: more collapse when other work holds the other cores
+    saved = torch.get_num_threads()
+    torch.set_num_threads(cfg.sweep.threads_per_worker)
+    try:
+        return curvature_at_init(cfg, n, cfg.report.curvature_iters, log=log)
+    finally:
+        torch.set_num_threads(saved)
