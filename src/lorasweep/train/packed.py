@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from lorasweep.adapters.stacked import AdapterStack
 from lorasweep.data.tokenize import IGNORE, Encoded, collate
 from lorasweep.train import batching, noise_scale, schedule
-from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, retry_on_oom
+from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, retry_on_oom, shifted_labels
 
 
 class StackedAdamW:
@@ -94,11 +94,12 @@ def stacked_batch(slices: list[list[int]], examples: list[Encoded], pad_id: int)
 
 def slice_loss_sums(model, batch: dict[str, torch.Tensor], k: int) -> torch.Tensor:
     """Per slice, the sum of next-token cross-entropy over its label tokens: shape (k,)."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).logits
     losses = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-        labels.reshape(-1),
+        logits.reshape(-1, logits.size(-1)).float(),
+        shifted_labels(batch["labels"]).reshape(-1),
         ignore_index=IGNORE,
         reduction="none",
     )
