@@ -19,6 +19,7 @@ from lorasweep.analysis import lr_batch
 from lorasweep.config import StudyConfig
 from lorasweep.report.insight import Insight
 from lorasweep.report.load import unit
+from lorasweep.report.stats import Estimate
 from lorasweep.report.tuned import StudyResults
 
 
@@ -243,9 +244,6 @@ def _proxy(ins: Insight) -> str:
     if not px or not px.get("transfer"):
         return "<h2>Proxy tuning</h2><p class='empty'>Not run (lorasweep proxy CONFIG).</p>"
 
-    def est(d: dict) -> str:
-        return f"{d['mean']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]"
-
     rows = []
     for m, rec in px["recommendation"].items():
         t = px["transfer"].get(m) or {}
@@ -253,8 +251,8 @@ def _proxy(ins: Insight) -> str:
             continue
         rows.append(
             f'<tr data-method="{_e(m)}"><td>{_e(m)}</td><td>{rec["batch_size"]} ({rec["lr"]:.3g})</td>'
-            f"<td>{est(t['target_test_at_recommended'])}</td><td>{t['target_best_batch_size']}</td>"
-            f"<td>{est(t['target_best_test'])}</td><td>{'yes' if t['transferred'] else 'no'}</td></tr>"
+            f"<td>{Estimate(**t['target_test_at_recommended']).fmt()}</td><td>{t['target_best_batch_size']}</td>"
+            f"<td>{Estimate(**t['target_best_test']).fmt()}</td><td>{'yes' if t['transferred'] else 'no'}</td></tr>"
         )
     p, ratio = px["proxy"], px.get("compute_ratio")
     cost = f"{ratio:.0%} of the training FLOPs" if ratio is not None else "compute not known"

@@ -19,7 +19,7 @@ from lorasweep import results
 from lorasweep.analysis import lr_batch
 from lorasweep.config import StudyConfig
 from lorasweep.report import cost, same_step
-from lorasweep.report.stats import diff_interval
+from lorasweep.report.stats import Estimate, diff_interval
 from lorasweep.report.tuned import StudyResults
 
 CURVATURE_FILE = Path("analysis") / "curvature.json"
@@ -328,7 +328,7 @@ def _pct(x: float | None) -> str:
 
 
 def _est(d: dict) -> str:
-    return f"{d['mean']:.1f} [{d['lo']:.1f}, {d['hi']:.1f}]"
+    return Estimate(**d).fmt()
 
 
 # ---------------------------------------------------------------- summary.json
