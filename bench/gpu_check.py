@@ -66,7 +66,13 @@ def decreased(losses: list[float], k: int = 3) -> bool:
 
 
 def run(
-    model: str, batch_sizes: list[int], steps: int, lr: float, max_micro: int, peak: float | None
+    model: str,
+    batch_sizes: list[int],
+    steps: int,
+    lr: float,
+    max_micro: int,
+    peak: float | None,
+    methods: tuple[str, ...] = METHODS,
 ) -> list:
     from accelerate import Accelerator
 
@@ -78,7 +84,7 @@ def run(
     tok = models.load_tokenizer(model)
     examples = encoded_examples(tok, steps * max(batch_sizes), max_len=128)
     rows = []
-    for method in METHODS:
+    for method in methods:
         for b in batch_sizes:
             device.reset_peak_memory()
             r = measure_training(model, method, b, examples[: steps * b], accelerator, lr, max_micro)
@@ -124,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
     p.add_argument("--lr", type=float, default=None, help="default 5e-3 on the built-in model, else 5e-4")
     p.add_argument("--max-micro-batch", type=int, default=32)
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--peak-tflops", type=float, default=None, help="override the table (MFU denominator)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(0)
     peak = args.peak_tflops or peak_tflops(name)
     t0 = time.perf_counter()
-    rows = run(model, args.batch_sizes, args.steps, lr, args.max_micro_batch, peak)
+    rows = run(model, args.batch_sizes, args.steps, lr, args.max_micro_batch, peak, tuple(args.methods))
     prov = results.provenance()
     header = {
         "gpu": f"{name} (peak dense bf16 {peak} TFLOP/s)"

@@ -184,6 +184,14 @@ def main(argv: list[str] | None = None) -> int:
                     f" cpu {sep.cpu:.2f} / {pk.cpu:.2f} s = {sep.cpu / pk.cpu:.2f}x",
                     flush=True,
                 )
+        text = write_report(args, raw, steps, all_examples, accelerator, t0)
+    print(text)
+    return 0
+
+
+def write_report(args, raw, steps, all_examples, accelerator, t0) -> str:
+    """Write the JSON and the Markdown table of the repetitions so far (after each one: a run cut short
+    by a time limit still leaves its finished repetitions)."""
     prov = results.provenance()
     tokens = {str(b): sum(len(e.input_ids) for e in all_examples[: steps[b] * b]) for b in args.batches}
     table = {
@@ -207,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         "data": args.data,
         "steps": {str(b): n for b, n in steps.items()},
         "tokens_per_trial": tokens,
-        "reps": args.reps,
+        "reps": len(next(iter(raw["in_trial"].values()))),
         "threads": 1,
         "device": str(accelerator.device),
+        "device_name": torch.cuda.get_device_name(0) if accelerator.device.type == "cuda" else None,
         "mixed_precision": accelerator.mixed_precision,
         "wall_s": time.perf_counter() - t0,
         "packed_vs_separate": table,
@@ -221,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
     text = markdown(report, prov)
     (args.out / f"{args.name}.md").write_text(text)
-    print(text)
-    return 0
+    return text
 
 
 def markdown(r: dict, prov: dict) -> str:
@@ -238,7 +246,11 @@ def markdown(r: dict, prov: dict) -> str:
         ),
         f"- {r['reps']} repetitions; median [min, max] of per-repetition ratios; total {r['wall_s']:.0f} s",
         f"- cpu: {prov['hardware']['processor']}, {prov['hardware']['cpu_count']} cores ({platform.platform()}),"
-        " shared with other jobs while measured: absolute seconds are noisy, ratios less so",
+        + (
+            f" GPU {r['device_name']}, torch {torch.__version__} (CUDA {torch.version.cuda})"
+            if r.get("device_name")
+            else " shared with other jobs while measured: absolute seconds are noisy, ratios less so"
+        ),
         f"- git {str(prov['git_sha'])[:12]}{' (dirty)' if prov['git_dirty'] else ''}",
         "",
         "| B | K | K separate trials, wall s | one packed pass, wall s | speed-up (wall) | speed-up (CPU time) |",

@@ -242,3 +242,46 @@ def test_a_padding_free_trial_runs_and_matches_the_padded_one(tmp_path):
             assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(b["loss"])
         cfg = results.read_json(tmp_path / "flat" / "trials" / t.id / "config.json")
         assert cfg["study"]["train"]["padding_free"] is True
+
+
+@pytest.mark.parametrize(
+    ("mixed", "sizes"),
+    [("no", [2, 2, 2]), ("bf16", [1, 1, 1, 1, 2]), ("fp16", [1, 1, 1, 1, 1, 1])],
+)
+def test_under_bf16_autocast_only_lora_packs(tmp_path, monkeypatch, mixed, sizes):
+    """A GPU's bf16 autocast: PiSSA and MiLoRA trials alone keep the original base and an fp32
+    correction the stacked layer lacks, so only LoRA packs; fp16 would need loss scaling: none packs."""
+    from lorasweep.train import device
+
+    monkeypatch.setattr(device, "mixed_precision", lambda: mixed)
+    cfg = config(tmp_path, "adapter.methods=[lora,pissa,milora]")
+    trials = [Trial(m, 4, lr, 0) for m in ("lora", "pissa", "milora") for lr in (1e-3, 3e-3)]
+    units = packing.groups(cfg, trials)
+    assert sorted(len(u) for u in units) == sizes
+    assert {u[0].method for u in units if len(u) > 1} == (
+        {"lora", "pissa", "milora"} if mixed == "no" else {"lora"} if mixed == "bf16" else set()
+    )
+    assert packing.packable(cfg) == (mixed != "fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_a_sweep_on_cuda_packs_lora_under_bf16_autocast(tmp_path):
+    """On a GPU (bf16 autocast): LoRA's trials train packed, PiSSA's alone, and every packed trial's
+    losses and held-out loss match its trial alone to bf16 precision (pytest -m gpu)."""
+    extra = ("adapter.methods=[lora,pissa]",)
+    trials = sweep(tmp_path / "packed", *extra)
+    sweep(tmp_path / "alone", "sweep.pack=off", *extra)
+    for t in trials:
+        p, a = tmp_path / "packed" / "trials" / t.id, tmp_path / "alone" / "trials" / t.id
+        assert results.read_json(p / "status.json")["state"] == "completed"
+        assert ("packed" in results.read_json(p / "provenance.json")) == (t.method == "lora"), t.id
+        for x, y in zip(
+            results.read_jsonl(p / "steps.jsonl"), results.read_jsonl(a / "steps.jsonl"), strict=True
+        ):
+            assert abs(x["loss"] - y["loss"]) <= 2e-2 * abs(y["loss"]), (t.id, x, y)
+        mp, ma = results.read_json(p / "metrics.json"), results.read_json(a / "metrics.json")
+        assert (
+            abs(mp["gsm8k"]["heldout_loss"] - ma["gsm8k"]["heldout_loss"])
+            <= 2e-2 * ma["gsm8k"]["heldout_loss"]
+        )

@@ -81,3 +81,41 @@ def test_train_on_cuda_completes_with_exact_batches_and_reports_memory():
     memory = device.peak_memory()
     assert memory["kind"] == "cuda_max_allocated" and memory["mb"] > 0
     assert device.describe(acc)["name"] == torch.cuda.get_device_name(0)
+
+
+def _no_tf32():
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+@pytest.mark.parametrize("method", ["lora", "pissa"])
+def test_a_packed_group_on_cuda_equals_its_trials_alone_in_fp32(method):
+    """The stacked layer's batched products on a GPU, no autocast, no TF32: each member trains as its
+    trial alone (losses, gradient norms, adapter tensors; rel <= 1e-4: the kernels differ by shape)."""
+    from tests.train import test_packed as tp
+
+    _no_tf32()
+    examples = variable_examples(16)
+    out, steps, states, _ = tp.together(method, tp.MEMBERS, examples, acc=accelerator("no"))
+    for k, (lr, seed) in enumerate(tp.MEMBERS):
+        assert out[k].status == "completed" and out[k].steps_done == 4
+        assert states[k][next(iter(states[k]))][0].device.type == "cuda"
+        alone = tp.alone(method, lr, seed, examples, acc=accelerator("no"))
+        tp.assert_same_trial((out[k], steps[k], states[k]), alone, tol=1e-4)
+
+
+def test_a_packed_lora_group_under_bf16_autocast_trains_as_its_trials_alone():
+    """bf16 autocast, the sweep's setting on a GPU (only LoRA packs there): the same losses and
+    adapters as each trial alone under the same autocast, to bf16 precision."""
+    from tests.train import test_packed as tp
+
+    examples = variable_examples(16)
+    out, steps, states, _ = tp.together("lora", tp.MEMBERS, examples, acc=accelerator("bf16"))
+    for k, (lr, seed) in enumerate(tp.MEMBERS):
+        r1, steps1, state1 = tp.alone("lora", lr, seed, examples, acc=accelerator("bf16"))
+        assert out[k].status == r1.status == "completed" and out[k].steps_done == r1.steps_done == 4
+        for a, b in zip(steps[k], steps1, strict=True):
+            assert abs(a["loss"] - b["loss"]) <= 2e-2 * abs(b["loss"]), (a, b)
+        for name, (a, b) in state1.items():
+            assert tp.rel(states[k][name][0], a) <= 5e-2 and tp.rel(states[k][name][1], b) <= 5e-2, name
+            assert states[k][name][1].abs().max() > 0  # B starts at zero: it trained

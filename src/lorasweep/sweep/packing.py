@@ -39,9 +39,10 @@ MAX_GROUP = 8  # adapters per pass; the gain per added adapter flattens beyond ~
 
 def packable(cfg: StudyConfig) -> bool:
     """Whether this study packs at all: ``sweep.pack: auto`` (on every backend: a packed group is one
-    local worker's or one Ray trial's work), HF generation (a vLLM server is started per adapter), fp32 weights without autocast
-    (the stacked layer has no bf16 residual correction), padded micro-batches (a packed pass puts each
-    member's rows side by side; ``train.padding_free`` trials train alone)."""
+    local worker's or one Ray trial's work), HF generation (a vLLM server is started per adapter), fp32
+    weights (the stacked layer keeps no bf16 residual correction), no autocast or bf16 autocast (fp16
+    would need the loss scaling the packed trainer does not do), padded micro-batches (a packed pass puts
+    each member's rows side by side; ``train.padding_free`` trials train alone)."""
     from lorasweep.train import device
 
     s = cfg.sweep
@@ -49,9 +50,20 @@ def packable(cfg: StudyConfig) -> bool:
         s.pack == "auto"
         and cfg.eval.backend == "hf"
         and cfg.model.dtype in ("float32", "auto")
-        and device.mixed_precision() == "no"
+        and device.mixed_precision() in ("no", "bf16")
         and not cfg.train.padding_free
     )
+
+
+def packable_methods() -> frozenset[str]:
+    """Methods whose trials pack.  Without autocast: LoRA, PiSSA, MiLoRA (``stacked.PACKABLE``).  Under
+    bf16 autocast (a GPU) LoRA only: a PiSSA or MiLoRA trial alone then keeps the original base and
+    subtracts its initial factors in fp32 (``docs/method.md``), which the stacked layer, writing the
+    residual into the base, does not reproduce."""
+    from lorasweep.adapters.stacked import PACKABLE
+    from lorasweep.train import device
+
+    return frozenset(PACKABLE) if device.mixed_precision() == "no" else frozenset({"lora"})
 
 
 def _base_key(cfg: StudyConfig, t: Trial) -> tuple:
@@ -74,14 +86,13 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
     """``trials`` as units of work: one trial each when not packing, else groups of trials sharing a
     base and a batch split, at most :func:`group_cap` each (balanced: 10 trials in groups of at most 8
     -> 5 + 5), members ordered by seed then LR."""
-    from lorasweep.adapters.stacked import PACKABLE
-
     if not packable(cfg):
         return [[t] for t in trials]
+    methods = packable_methods()
     by_key: dict[tuple, list[Trial]] = {}
-    out = [[t] for t in trials if t.method not in PACKABLE]  # DoRA, OLoRA, LoRA+, full: alone
+    out = [[t] for t in trials if t.method not in methods]  # DoRA, OLoRA, LoRA+, full: alone
     for t in trials:
-        if t.method in PACKABLE:
+        if t.method in methods:
             by_key.setdefault(_base_key(cfg, t), []).append(t)
     for members in by_key.values():
         members = sorted(members, key=lambda t: (t.seed, t.lr))
@@ -112,7 +123,7 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
         return ["packing: off (every trial trains alone)"]
     if not packable(cfg):
         return [
-            "packing: auto, but not with this setup (vLLM generation, bf16/fp16 weights or autocast, "
+            "packing: auto, but not with this setup (vLLM generation, bf16/fp16 weights, fp16 autocast "
             "or train.padding_free)"
         ]
     units = groups(cfg, trials)
