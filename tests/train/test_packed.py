@@ -74,7 +74,7 @@ def together(method: str, members, examples, dropout: float = 0.0, acc: Accelera
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """Relative difference in the Frobenius norm (in float64: a diverged member's weights are huge)."""
-    a, b = a.double(), b.double()
+    a, b = a.double().cpu(), b.double().cpu()  # a member's state is a CPU copy; a trial's may be on a GPU
     return ((a - b).norm() / b.norm()).item()
 
 
