@@ -264,6 +264,26 @@ def test_under_bf16_autocast_only_lora_packs(tmp_path, monkeypatch, mixed, sizes
     assert packing.packable(cfg) == (mixed != "fp16")
 
 
+def test_on_ray_with_gpus_trials_are_grouped_for_the_workers_autocast(tmp_path, monkeypatch):
+    """The driver may have no GPU; trials on GPU workers run under bf16 autocast: LoRA alone packs."""
+    from lorasweep.train import device
+
+    monkeypatch.setattr(device, "mixed_precision", lambda: "no")
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    trials = [Trial(m, 4, lr, 0) for m in ("lora", "pissa") for lr in (1e-3, 3e-3)]
+    ray = ("adapter.methods=[lora,pissa]", "sweep.backend=ray", "sweep.ray_address=auto")
+    gpu = config(tmp_path, *ray, "sweep.gpus_per_trial=1")
+    assert packing.trial_autocast(gpu) == "bf16" and packing.packable_methods(gpu) == {"lora"}
+    assert sorted(len(u) for u in packing.groups(gpu, trials)) == [1, 1, 2]
+    cpu = config(tmp_path, *ray)
+    assert packing.trial_autocast(cpu) == "no" and sorted(len(u) for u in packing.groups(cpu, trials)) == [
+        2,
+        2,
+    ]
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # forced fp32 on the GPUs: all three pack
+    assert packing.packable_methods(gpu) == {"lora", "pissa", "milora"}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_a_sweep_on_cuda_packs_lora_under_bf16_autocast(tmp_path):

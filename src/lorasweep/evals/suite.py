@@ -7,6 +7,7 @@ registry; the held-out response-token loss from ``heldout.py``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -70,7 +71,6 @@ def evaluate_model(
 def _evaluate_rows(
     cfg: StudyConfig, task: str, rows, model, tok, out_dir: Path, judge_cache: Path, generator
 ) -> dict:
-    from lorasweep.data import templates, tokenize
     from lorasweep.evals.heldout import heldout_loss
     from lorasweep.evals.pipeline import GenerationSettings, evaluate
 
@@ -82,10 +82,8 @@ def _evaluate_rows(
     spec = EVALUATORS[task]
     if cfg.eval.heldout_loss and spec.reference is not None:
         enc = [
-            tokenize.encode(
-                tok,
-                *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
-                cfg.data.max_seq_len,
+            reference_encoding(
+                tok, cfg.data.template, spec.prompt(r), spec.reference(r), cfg.data.max_seq_len
             )
             for r in rows
         ]
@@ -96,19 +94,23 @@ def _evaluate_rows(
 def same_step_rows(cfg: StudyConfig, tok) -> list | None:
     """The encoded validation rows the same-step view reads (``eval.same_step_rows`` of them, encoded
     as training encodes), or None when it is switched off or the task has no reference answers."""
-    from lorasweep.data import templates, tokenize
 
     spec = EVALUATORS[selection_task(cfg)]
     if not cfg.eval.same_step_loss or spec.reference is None:
         return None
     return [
-        tokenize.encode(
-            tok,
-            *templates.render(cfg.data.template, spec.prompt(r), spec.reference(r), tok),
-            cfg.data.max_seq_len,
-        )
+        reference_encoding(tok, cfg.data.template, spec.prompt(r), spec.reference(r), cfg.data.max_seq_len)
         for r in validation_rows(cfg)[: cfg.eval.same_step_rows]
     ]
+
+
+@functools.lru_cache(maxsize=16384)
+def reference_encoding(tok, template: str, prompt: str, reference: str, max_len: int):
+    """A row with its reference answer, encoded as training encodes it (prompt masked), once per
+    tokenizer: the held-out loss of every member of a packed group reads the same rows."""
+    from lorasweep.data import templates, tokenize
+
+    return tokenize.encode(tok, *templates.render(template, prompt, reference, tok), max_len)
 
 
 def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:

@@ -43,27 +43,36 @@ def packable(cfg: StudyConfig) -> bool:
     weights (the stacked layer keeps no bf16 residual correction), no autocast or bf16 autocast (fp16
     would need the loss scaling the packed trainer does not do), padded micro-batches (a packed pass puts
     each member's rows side by side; ``train.padding_free`` trials train alone)."""
-    from lorasweep.train import device
-
     s = cfg.sweep
     return (
         s.pack == "auto"
         and cfg.eval.backend == "hf"
         and cfg.model.dtype in ("float32", "auto")
-        and device.mixed_precision() in ("no", "bf16")
+        and trial_autocast(cfg) in ("no", "bf16")
         and not cfg.train.padding_free
     )
 
 
-def packable_methods() -> frozenset[str]:
+def trial_autocast(cfg: StudyConfig) -> str:
+    """The autocast the trials will run under: this machine's (``device.mixed_precision``), except on
+    Ray with GPUs per trial, where the trials run on GPU workers whatever the driver has."""
+    import os
+
+    from lorasweep.train import device
+
+    if cfg.sweep.backend == "ray" and cfg.sweep.gpus_per_trial > 0:
+        return os.environ.get("ACCELERATE_MIXED_PRECISION") or "bf16"
+    return device.mixed_precision()
+
+
+def packable_methods(cfg: StudyConfig) -> frozenset[str]:
     """Methods whose trials pack.  Without autocast: LoRA, PiSSA, MiLoRA (``stacked.PACKABLE``).  Under
     bf16 autocast (a GPU) LoRA only: a PiSSA or MiLoRA trial alone then keeps the original base and
     subtracts its initial factors in fp32 (``docs/method.md``), which the stacked layer, writing the
     residual into the base, does not reproduce."""
     from lorasweep.adapters.stacked import PACKABLE
-    from lorasweep.train import device
 
-    return frozenset(PACKABLE) if device.mixed_precision() == "no" else frozenset({"lora"})
+    return frozenset(PACKABLE) if trial_autocast(cfg) == "no" else frozenset({"lora"})
 
 
 def _base_key(cfg: StudyConfig, t: Trial) -> tuple:
@@ -88,7 +97,7 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
     -> 5 + 5), members ordered by seed then LR."""
     if not packable(cfg):
         return [[t] for t in trials]
-    methods = packable_methods()
+    methods = packable_methods(cfg)
     by_key: dict[tuple, list[Trial]] = {}
     out = [[t] for t in trials if t.method not in methods]  # DoRA, OLoRA, LoRA+, full: alone
     for t in trials:
