@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lorasweep.errors import UserError
-from lorasweep.sweep import ray_backend
+from lorasweep.sweep import ray_cluster
 
 
 def closed_port() -> int:
@@ -29,7 +29,7 @@ def closed_port() -> int:
     ],
 )
 def test_host_port(address, expected):
-    assert ray_backend._host_port(address) == expected
+    assert ray_cluster._host_port(address) == expected
 
 
 def test_refused_address_fails_at_once_naming_the_key():
@@ -39,7 +39,7 @@ def test_refused_address_fails_at_once_naming_the_key():
     with pytest.raises(
         UserError, match=rf"^sweep.ray_address: cannot reach the Ray cluster at {address}( = \S+)? \("
     ):
-        ray_backend.check_reachable(address)
+        ray_cluster.check_reachable(address)
     assert time.monotonic() - t0 < 5
 
 
@@ -51,7 +51,7 @@ def test_silent_address_fails_after_the_timeout(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", hang)
     t0 = time.monotonic()
     with pytest.raises(UserError, match=r"no answer within 0.5 s"):
-        ray_backend.check_reachable("10.255.255.1:6379", timeout_s=0.5)
+        ray_cluster.check_reachable("10.255.255.1:6379", timeout_s=0.5)
     assert time.monotonic() - t0 < 2
 
 
@@ -59,4 +59,4 @@ def test_listening_address_passes():
     with socket.socket() as server:
         server.bind(("", 0))  # every interface, as Ray's GCS: Ray maps localhost to the node's address
         server.listen(1)
-        ray_backend.check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+        ray_cluster.check_reachable(f"127.0.0.1:{server.getsockname()[1]}")

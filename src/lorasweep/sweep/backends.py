@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError, did_you_mean
-from lorasweep.sweep import local, ray_backend
+from lorasweep.sweep import local, ray_backend, ray_cluster
 from lorasweep.sweep.grid import Trial
 
 
@@ -34,7 +34,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "local": Backend(local.run_sweep),
     "inprocess": Backend(local.run_sweep),
-    "ray": Backend(ray_backend.run_sweep_ray, ray_backend.preflight),
+    "ray": Backend(ray_backend.run_sweep_ray, ray_cluster.preflight),
 }
 
 
