@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-ray lint bench bench-tiny bench-smollm2 report-check clean
+.PHONY: demo test test-slow test-ray lint bench bench-tiny bench-smollm2 bench-demo report-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,8 +39,8 @@ report-check: $(STAMP)
 	$(BIN)/lorasweep report $(RUN)
 	$(BIN)/python -m lorasweep.report.browser $(RUN)/report/report.html $(RUN)/report/report.png
 
-# every benchmark table in bench/results (~1 h here; bench-tiny alone ~10 min)
-bench: bench-tiny bench-smollm2
+# every benchmark table in bench/results (~1.5 h here; bench-tiny alone ~10 min, bench-demo ~27 min)
+bench: bench-tiny bench-smollm2 bench-demo
 
 bench-tiny: $(STAMP)
 	$(BIN)/python bench/throughput.py
@@ -58,6 +58,10 @@ bench-smollm2: $(STAMP)
 	$(BIN)/python bench/hf_trainer.py --name hf_trainer-smollm2 --model fetch:smollm2-135m \
 	  --data runs/bench/metamath_like.jsonl --max-len 256 --batches 4 --micro 4 --reps 3 --padding-free \
 	  --padding-examples 512 --padding-micro 4 16
+
+# make demo with sweep.pack=auto ÷ off, the two studies one after the other (REPS=3 for a spread)
+bench-demo: $(STAMP)
+	$(BIN)/python bench/demo_packing.py --reps $(or $(REPS),1)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
