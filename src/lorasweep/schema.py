@@ -203,11 +203,19 @@ class SweepConfig:
     gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
     pack: str = _f(
         "off",
-        "auto: trials of one method and batch size (LoRA, PiSSA, MiLoRA; fp32) train together in one pass "
-        "over a shared frozen base (up to 8 adapters and train.max_micro_batch rows per forward; local "
-        "backends); equal to training alone up to float rounding, which can flip a greedy answer, so a "
-        "resumed study regrouped differently is not bit-identical: off (every trial alone) by default",
+        "auto: trials of one method and batch size (LoRA, PiSSA, MiLoRA; fp32; LoRA only under bf16 "
+        "autocast) train together in one pass over a shared frozen base (up to 8 adapters and "
+        "sweep.pack_rows rows per forward; local and Ray backends); equal to training alone up to float "
+        "rounding, which can flip a greedy answer, so a resumed study regrouped differently is not "
+        "bit-identical: off (every trial alone) by default",
         choices=("auto", "off"),
+    )
+    pack_rows: int | None = _f(
+        None,
+        "rows of one packed forward (K adapters x the micro-batch); null: train.max_micro_batch, the "
+        "memory one trial may use. Raise it where memory allows (a GPU) to pack batch sizes whose "
+        "micro-batch already fills train.max_micro_batch; the trials' own splits do not change",
+        min=1,
     )
 
 

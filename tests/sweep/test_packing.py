@@ -68,6 +68,18 @@ def sweep(out: Path, *extra: str, log=None) -> list[Trial]:
         ([("lora", 16, 10.0**-k, 0) for k in range(6)], [], [3, 3]),
         ([("lora", 64, 10.0**-k, 0) for k in range(3)], [], [1, 1, 1]),
         ([("lora", 64, 10.0**-k, 0) for k in range(3)], ["train.max_micro_batch=128"], [2, 1]),
+        # sweep.pack_rows: more rows per packed forward than one trial's micro-batch limit
+        ([("lora", 16, 10.0**-k, 0) for k in range(6)], ["train.max_micro_batch=16"], [1] * 6),
+        (
+            [("lora", 16, 10.0**-k, 0) for k in range(6)],
+            ["train.max_micro_batch=16", "sweep.pack_rows=64"],
+            [3, 3],
+        ),
+        (
+            [("lora", 16, 10.0**-k, 0) for k in range(6)],
+            ["train.max_micro_batch=16", "sweep.pack_rows=256"],
+            [6],
+        ),
         # every local worker gets a unit: one group of 3 for 2 workers -> 1 + 2
         ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=2"], [1, 2]),
         ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=4"], [1, 1, 1]),

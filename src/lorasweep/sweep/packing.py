@@ -82,13 +82,15 @@ def _base_key(cfg: StudyConfig, t: Trial) -> tuple:
 
 def group_cap(cfg: StudyConfig, batch_size: int) -> int:
     """Adapters per pass at ``batch_size``: at most ``MAX_GROUP``, and a packed forward holds at most
-    ``train.max_micro_batch`` rows (K x the micro-batch), the memory a trial alone may use.  On a CPU
-    this is also where packing stops paying: at 4 rows per trial it gains ~1.6x, at 64 it loses ~5 %
-    (``bench/packing.py``)."""
+    ``sweep.pack_rows`` rows (K x the micro-batch; default ``train.max_micro_batch``, the memory a trial
+    alone may use).  On a CPU the default is also about where packing stops paying: at 4 rows per trial
+    it gains ~1.6x, at 64 it loses ~5 % (``bench/packing.py``); on a GPU it gains ~3x at 8 rows per trial
+    (``bench/gpu_check.sh``), so raise ``sweep.pack_rows`` there as far as memory allows."""
     from lorasweep.train import batching
 
     micro = batching.derive_split(batch_size, cfg.train.max_micro_batch).micro
-    return max(1, min(MAX_GROUP, cfg.train.max_micro_batch // micro))
+    rows = cfg.sweep.pack_rows or cfg.train.max_micro_batch
+    return max(1, min(MAX_GROUP, rows // micro))
 
 
 def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
@@ -138,7 +140,7 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
     units = groups(cfg, trials)
     lines = [
         f"packing: {len(trials)} trials in {len(units)} training pass(es) (same method and batch size; at "
-        f"most {MAX_GROUP} adapters and train.max_micro_batch = {cfg.train.max_micro_batch} rows per forward)"
+        f"most {MAX_GROUP} adapters and {cfg.sweep.pack_rows or cfg.train.max_micro_batch} rows per forward)"
     ]
     if cfg.train.lr_search == "bracket":
         lines.append("packing: each search round packs that round's trials the same way")
