@@ -39,7 +39,7 @@ report-check: $(STAMP)
 	$(BIN)/lorasweep report $(RUN)
 	$(BIN)/python -m lorasweep.report.browser $(RUN)/report/report.html $(RUN)/report/report.png
 
-# every benchmark table in bench/results (~1.5 h here; bench-tiny alone ~10 min, bench-demo ~27 min)
+# every benchmark table in bench/results (~1.5 h here: bench-tiny ~10 min, bench-smollm2 ~50, bench-demo ~27)
 bench: bench-tiny bench-smollm2 bench-demo
 
 bench-tiny: $(STAMP)
