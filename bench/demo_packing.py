@@ -21,7 +21,6 @@ import collections
 import json
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -70,10 +69,6 @@ def trial_seconds(out_dir: Path) -> dict:
     }
 
 
-def summary(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/demo.yaml")
@@ -81,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
+    from packing import summary  # bench/packing.py's median [min, max]
+
     from lorasweep import results
 
     reps = []

@@ -52,12 +52,10 @@ def peak_tflops(name: str) -> float | None:
 
 def default_model() -> str:
     """The cached ``lorasweep fetch smollm2-135m`` folder if this machine has one, else the built-in."""
-    from lorasweep import gguf_source
-    from lorasweep.fetch import lookup
+    from lorasweep.fetch import cached
 
-    spec = lookup("smollm2-135m")
-    folder = gguf_source.cache_root() / gguf_source.cache_folder_name(spec.stem, spec.sha256)
-    return str(folder) if folder.is_dir() else "builtin:tinyworld"
+    folder = cached("smollm2-135m")
+    return str(folder) if folder is not None else "builtin:tinyworld"
 
 
 def decreased(losses: list[float], k: int = 3) -> bool:

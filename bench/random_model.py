@@ -53,13 +53,11 @@ TOKENIZER_FILES = (
 
 
 def default_tokenizer_folder() -> Path:
-    from lorasweep import gguf_source
     from lorasweep.default_model import ASSET_DIR
-    from lorasweep.fetch import lookup
+    from lorasweep.fetch import cached
 
-    spec = lookup("smollm2-135m")
-    folder = gguf_source.cache_root() / gguf_source.cache_folder_name(spec.stem, spec.sha256)
-    return folder if (folder / "tokenizer.json").exists() else ASSET_DIR
+    folder = cached("smollm2-135m")
+    return folder if folder is not None and (folder / "tokenizer.json").exists() else ASSET_DIR
 
 
 def write(out: Path, shape: str, tokenizer: Path, seed: int = 0) -> dict:

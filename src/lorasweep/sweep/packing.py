@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import time
 import traceback
@@ -56,8 +57,6 @@ def packable(cfg: StudyConfig) -> bool:
 def trial_autocast(cfg: StudyConfig) -> str:
     """The autocast the trials will run under: this machine's (``device.mixed_precision``), except on
     Ray with GPUs per trial, where the trials run on GPU workers whatever the driver has."""
-    import os
-
     from lorasweep.train import device
 
     if cfg.sweep.backend == "ray" and cfg.sweep.gpus_per_trial > 0:
