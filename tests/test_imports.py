@@ -98,7 +98,7 @@ def graph() -> dict[str, set[str]]:
 def test_the_graph_is_read(graph):
     # known edges: if these are missing the parser is broken, and "no cycle" would mean nothing
     assert "lorasweep.rundir" in graph["lorasweep.sweep.search"]
-    assert "lorasweep.sweep.trial" in graph["lorasweep.sweep.packing"]  # module level
+    assert "lorasweep.sweep.trial" in graph["lorasweep.sweep.local"]  # module level
     assert "lorasweep.evals.suite" in graph["lorasweep.study"]  # inside a function
     assert "lorasweep.evals.vllm_backend" in graph["lorasweep.sweep.trial"]  # nested deeper
     assert len(graph) > 60

@@ -1,6 +1,6 @@
 """Packed trials on the built-in model: which trials pack, the same trial directories as trials alone
 (files, losses, adapters, greedy generations, metrics), the plan's groups, and a group killed
-mid-evaluation re-running only its unfinished members."""
+mid-evaluation re-running whole, bit-identical to the uninterrupted run."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from lorasweep import results
 from lorasweep.cli import main
 from lorasweep.config import load_config
 from lorasweep.report.load import load_trials
+from lorasweep.jsonl import read_jsonl
 from lorasweep.sweep import packing
+from lorasweep.sweep import trial as trial_module
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.local import run_sweep
 from lorasweep.sweep.search import grid_trials
@@ -80,9 +82,9 @@ def sweep(out: Path, *extra: str, log=None) -> list[Trial]:
             ["train.max_micro_batch=16", "sweep.pack_rows=256"],
             [6],
         ),
-        # every local worker gets a unit: one group of 3 for 2 workers -> 1 + 2
-        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=2"], [1, 2]),
-        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=4"], [1, 1, 1]),
+        # the number of workers does not split a group: groups depend on the trials only
+        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=2"], [3]),
+        ([("lora", 4, 10.0**-k, 0) for k in range(3)], ["sweep.backend=local", "sweep.workers=4"], [3]),
     ],
 )
 def test_which_trials_pack(tmp_path, trials, extra, sizes):
@@ -196,10 +198,23 @@ def test_plan_shows_the_groups(tmp_path, capsys):
     assert "packing: off" in capsys.readouterr().out
 
 
-def test_a_killed_group_reruns_only_its_unfinished_members(tmp_path, monkeypatch):
+def fingerprint(out: Path) -> dict[str, tuple]:
+    """Per trial: its steps.jsonl less timings, its adapter tensors and its metrics less timings."""
+    got = {}
+    for d in sorted((out / "trials").iterdir()):
+        steps = [{k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(d / "steps.jsonl")]
+        tensors = {k: v.tolist() for k, v in load_file(d / "adapter" / "adapter_model.safetensors").items()}
+        metrics = results.read_json(d / "metrics.json")
+        timing = ("tokens_per_second", "peak_memory")
+        train = {k: v for k, v in metrics.pop("train").items() if k not in timing}
+        got[d.name] = (steps, tensors, metrics, train)
+    return got
+
+
+def test_a_killed_group_reruns_whole_and_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     out = tmp_path / "run"
     calls = {"n": 0}
-    evaluate = packing.evaluate_model
+    evaluate = trial_module.evaluate_model
 
     def killed_during_the_second_evaluation(*args, **kwargs):
         calls["n"] += 1
@@ -207,21 +222,21 @@ def test_a_killed_group_reruns_only_its_unfinished_members(tmp_path, monkeypatch
             raise KeyboardInterrupt
         return evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(packing, "evaluate_model", killed_during_the_second_evaluation)
+    monkeypatch.setattr(trial_module, "evaluate_model", killed_during_the_second_evaluation)
     with pytest.raises(KeyboardInterrupt):
         sweep(out)
     states = {d.name: results.read_state(d) for d in (out / "trials").iterdir()}
     first = "milora-b4-lr0.002-s0"
     assert states.pop(first) == "completed" and set(states.values()) == {"running"}
-    before = (out / "trials" / first / "status.json").read_text()
-    monkeypatch.setattr(packing, "evaluate_model", evaluate)
+    monkeypatch.setattr(trial_module, "evaluate_model", evaluate)
     log: list[str] = []
     sweep(out, log=log.append)
-    assert "4 trials: 1 already finished, 3 to run" in log[0]
+    assert "4 trials: 0 already finished, 4 to run (1 finished with an interrupted group" in log[0]
     packed_line = next(line for line in log if line.startswith("[packed"))
-    assert packed_line.startswith("[packed 3:") and first not in packed_line
-    assert (out / "trials" / first / "status.json").read_text() == before  # not re-run
+    assert packed_line.startswith("[packed 4:") and first in packed_line  # the same group again
     assert all(results.read_state(d) == "completed" for d in (out / "trials").iterdir())
+    sweep(tmp_path / "clean")
+    assert fingerprint(out) == fingerprint(tmp_path / "clean")  # bit for bit
 
 
 def test_methods_the_stacked_layer_cannot_train_run_alone(tmp_path):

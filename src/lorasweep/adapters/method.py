@@ -30,6 +30,22 @@ class AdapterSpec:
     loraplus_lr_ratio: float = 16.0  # LoRA+ only: LR of the B matrices / LR of the A matrices
     autocast: bool = False  # the forward runs under bf16/fp16 autocast (CUDA mixed precision)
 
+    @classmethod
+    def of(cls, adapter, seed: int, autocast: bool = False) -> AdapterSpec:
+        """The spec of a trial with ``seed`` from the study's ``adapter`` section (``schema.AdapterConfig``):
+        the one place the config becomes adapter settings (trials alone, packed groups, curvature)."""
+        return cls(
+            rank=adapter.rank,
+            alpha=adapter.alpha,
+            dropout=adapter.dropout,
+            target_modules=tuple(adapter.target_modules),
+            seed=seed,
+            use_rslora=adapter.use_rslora,
+            pissa_niter=adapter.pissa_niter,
+            loraplus_lr_ratio=adapter.loraplus_lr_ratio,
+            autocast=autocast,
+        )
+
 
 def one_group(model: torch.nn.Module, spec: AdapterSpec) -> list[dict]:
     """Every trainable parameter at the scheduled LR."""

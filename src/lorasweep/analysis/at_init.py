@@ -37,15 +37,7 @@ def curvature_at_init(
         t = time.perf_counter()
         torch.manual_seed(seed)
         model, tok = models.load_base(cfg.model.source, cfg.model.dtype, num_layers=cfg.model.num_layers)
-        spec = adapters.AdapterSpec(
-            rank=cfg.adapter.rank,
-            alpha=cfg.adapter.alpha,
-            dropout=cfg.adapter.dropout,
-            target_modules=tuple(cfg.adapter.target_modules),
-            seed=seed,
-            use_rslora=cfg.adapter.use_rslora,
-            pissa_niter=cfg.adapter.pissa_niter,
-        )
+        spec = adapters.AdapterSpec.of(cfg.adapter, seed)
         model = adapters.attach(method, model, spec)
         top = adapter_top_eigenvalue(model, train_set, tok.pad_token_id, cfg.train.max_micro_batch, iters)
         out["methods"][method] = {

@@ -8,7 +8,6 @@ registry; the held-out response-token loss from ``heldout.py``.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from pathlib import Path
 
 from lorasweep.config import StudyConfig
@@ -111,28 +110,3 @@ def reference_encoding(tok, template: str, prompt: str, reference: str, max_len:
     from lorasweep.data import templates, tokenize
 
     return tokenize.encode(tok, *templates.render(template, prompt, reference, tok), max_len)
-
-
-def same_step_probe(cfg: StudyConfig, model, tok, spent: list[float]) -> Callable[[], float] | None:
-    """Held-out loss on the first ``eval.same_step_rows`` validation rows, for the same-step view: the
-    step log records it after optimizer steps 1, 2, 4, 8, ... so every batch size shares those steps
-    (docs/method.md, "Same-step view").  Reads the model only (no gradient, no RNG); adds its seconds
-    to ``spent[0]`` (not training time); None when switched off."""
-    import time
-
-    from lorasweep.evals.heldout import heldout_loss
-
-    enc = same_step_rows(cfg, tok)
-    if enc is None:
-        return None
-
-    def probe() -> float:
-        t, was_training = time.perf_counter(), model.training
-        model.eval()
-        try:
-            return heldout_loss(model, enc, tok.pad_token_id, cfg.eval.batch_size)
-        finally:
-            model.train(was_training)
-            spent[0] += time.perf_counter() - t
-
-    return probe

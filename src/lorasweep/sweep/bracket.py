@@ -73,6 +73,9 @@ class Decision:
     reason: str
     searched: tuple[float, ...]  # every lattice LR evaluated so far, ascending
     neighbours: tuple[float | None, float | None] = (None, None)  # evaluated LRs around the best
+    step: tuple[float, ...] = ()  # the LRs of the step in progress, finished ones included (the
+    # first step asks for three at once): a packed group is formed from the whole step (packing.groups)
+    first_step: bool = False  # the step in progress is the search's first
 
 
 def snap(anchor: float, factor: float, target: float) -> int:
@@ -98,10 +101,12 @@ def decide(spec: SearchSpec, observed: dict[float, Score]) -> Decision:
         return Decision((), True, None, False, "no LR of the lattice lies inside [min_lr, max_lr]", ())
     at: dict[int, Score] = {j: observed[spec.lr(j)] for j in first if spec.lr(j) in observed}
 
-    def result(needed=(), done=False, best=None, bracketed=False, reason="", jb=None):
+    def result(needed=(), done=False, best=None, bracketed=False, reason="", jb=None, step=None):
         nb = _nb(spec, at, jb) if jb is not None else (None, None)
         searched = tuple(sorted(spec.lr(j) for j in at))
-        return Decision(tuple(needed), done, best, bracketed, reason, searched, nb)
+        first_step = step is not None
+        step = tuple(needed) if step is None else step
+        return Decision(tuple(needed), done, best, bracketed, reason, searched, nb, step, first_step)
 
     def blocked() -> Decision | None:
         failed = [spec.lr(j) for j in sorted(at) if at[j] == FAILED]
@@ -113,7 +118,7 @@ def decide(spec: SearchSpec, observed: dict[float, Score]) -> Decision:
         return stop
     missing = [spec.lr(j) for j in first if j not in at]
     if missing:
-        return result(needed=missing, reason="in progress")
+        return result(needed=missing, reason="in progress", step=tuple(spec.lr(j) for j in first))
     while True:  # the coarse walk: one step per round toward the better side
         nxt, why = _next_coarse(spec, at)
         if nxt is None:

@@ -20,9 +20,10 @@ from pathlib import Path
 from lorasweep.config import StudyConfig
 from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir
-from lorasweep.sweep.grid import Trial, schedule_order
-from lorasweep.sweep.packing import groups, run_group
+from lorasweep.sweep.grid import Trial
+from lorasweep.sweep.packing import run_line, units_to_run
 from lorasweep.sweep.resume import Progress, todo
+from lorasweep.sweep.trial import run_unit
 
 
 def _init_worker(threads: int, parent: int) -> None:
@@ -46,7 +47,7 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker(cfg: StudyConfig, unit: list[Trial], run_dir: str) -> dict[str, dict]:
-    return run_group(cfg, unit, RunDir(run_dir), log=lambda m: None)
+    return run_unit(cfg, unit, RunDir(run_dir), log=lambda m: None)
 
 
 def run_sweep(
@@ -59,21 +60,21 @@ def run_sweep(
     """Run every not-yet-finished trial of ``trials`` into ``run_dir``; prints progress.  In this
     process when ``sweep.backend`` is ``inprocess``, else in ``sweep.workers`` worker processes."""
     with RunLock.held(run_dir):
-        pending = schedule_order(todo(cfg, trials, run_dir))
-        done0 = len(trials) - len(pending)
+        # one trial each, or trials packed into one pass (sweep.pack); an interrupted group re-runs whole
+        pending = todo(cfg, trials, run_dir)
+        units = units_to_run(cfg, trials, pending)
         log(
-            f"{len(trials)} trials: {done0} already finished, {len(pending)} to run "
+            f"{len(trials)} trials: {run_line(trials, units, pending)} "
             f"({cfg.sweep.workers} worker(s) x {cfg.sweep.threads_per_worker} thread(s))"
         )
-        if not pending:
+        if not units:
             return
-        progress = Progress(len(trials), done0, total_steps, run_dir, log)
-        units = groups(cfg, pending)  # one trial each, or trials packed into one pass (sweep.pack)
+        progress = Progress(len(trials), len(trials) - sum(map(len, units)), total_steps, run_dir, log)
         if cfg.sweep.backend == "inprocess":
             for unit in units:
                 for t in unit:
                     progress.started(t)
-                records = run_group(cfg, unit, RunDir(run_dir), log)
+                records = run_unit(cfg, unit, RunDir(run_dir), log)
                 for t in unit:
                     progress.finished(t, records[t.id])
             return

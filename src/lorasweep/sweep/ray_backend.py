@@ -1,6 +1,6 @@
 """The Ray backend: the sweep's trials as a Ray Tune grid, on an existing Ray cluster or a local one.
 
-What is covered: the same trial functions (``run_trial``, and ``packing.run_group`` for a packed group
+What is covered: the same trial functions (``run_trial``, and ``trial.run_unit`` for a packed group
 under ``sweep.pack: auto``) and the same per-trial directories as the local backend; Ray Tune schedules
 the units still to run (one trial, or one packed group of trials), each with its CPUs and (fractional)
 GPUs; Ray's own experiment state goes to ``run_dir/ray``.  Resuming has two
@@ -33,7 +33,8 @@ from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
 from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir, TrialDir
-from lorasweep.sweep.grid import Trial, schedule_order
+from lorasweep.sweep.grid import Trial
+from lorasweep.sweep.packing import run_line, units_to_run
 from lorasweep.sweep.ray_cluster import RaySettings, check_available, cluster, ray_settings, reaped
 from lorasweep.sweep.resume import Progress, same_trial_config, todo
 
@@ -57,14 +58,15 @@ def run_sweep_ray(
     settings = ray_settings(cfg)
     run_dir = Path(run_dir).resolve()  # Ray workers may start in another directory
     with RunLock.held(run_dir):
-        pending = schedule_order(todo(cfg, trials, run_dir))
-        done0 = len(trials) - len(pending)
-        log(f"{len(trials)} trials: {done0} already finished, {len(pending)} to run ({settings.describe()})")
+        waiting = todo(cfg, trials, run_dir)
+        units = units_to_run(cfg, trials, waiting)  # an interrupted group re-runs whole
+        pending = [t for unit in units for t in unit]
+        log(f"{len(trials)} trials: {run_line(trials, units, waiting)} ({settings.describe()})")
         if not pending:
             return
-        progress = Progress(len(trials), done0, total_steps or {}, run_dir, log)
+        progress = Progress(len(trials), len(trials) - len(pending), total_steps or {}, run_dir, log)
         with reaped(settings), cluster(settings, log), _watching(progress, pending, run_dir):
-            grid = _tuner(cfg, pending, run_dir, settings, log).fit()
+            grid = _tuner(cfg, units, run_dir, settings, log).fit()
         _check_finished(grid, pending, run_dir)
 
 
@@ -78,7 +80,7 @@ class TrialFailed(Exception):
 
 def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cwd: str) -> None:
     """The function Ray Tune runs for one grid point: one trial (``run_trial``) or a packed group
-    (``packing.run_group``, ``sweep.pack: auto``), less the members whose directory says done."""
+    (``trial.run_unit``, ``sweep.pack: auto``), less the members whose directory says done."""
     import warnings
 
     import torch
@@ -93,16 +95,15 @@ def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cw
     hf_logging.disable_progress_bar()
     unit = _unit(config)
     rd = RunDir(run_dir)
-    # Ray's state can lag the files (driver killed before saving it): finished members are skipped
-    todo = [t for t in unit if not _finished(cfg, t, rd.trial(t))]
-    records = {
-        t.id: {**results.read_json(rd.trial(t).status), "skipped": True} for t in unit if t not in todo
-    }
-    if todo:
-        from lorasweep.sweep.packing import run_group
+    # Ray's state can lag the files (driver killed before saving it): a finished unit is skipped; a
+    # unit with an unfinished member runs again whole (its groups do not depend on what is on disk)
+    if all(_finished(cfg, t, rd.trial(t)) for t in unit):
+        records = {t.id: {**results.read_json(rd.trial(t).status), "skipped": True} for t in unit}
+    else:
+        from lorasweep.sweep.trial import run_unit
 
-        done = run_group(cfg, todo, rd, log=lambda m: None)
-        records |= {tid: {**r, "skipped": False} for tid, r in done.items()}
+        done = run_unit(cfg, unit, rd, log=lambda m: None)
+        records = {tid: {**r, "skipped": False} for tid, r in done.items()}
     failed = [t for t in unit if records[t.id]["state"] == "failed"]
     if failed:
         t = failed[0]
@@ -142,8 +143,8 @@ def _trial_name(trial: Any) -> str:
 # ---------------------------------------------------------------- on the driver
 
 
-def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RaySettings, log) -> Any:
-    """``Tuner.restore`` of the last experiment if Ray would run exactly ``pending``, else a new one."""
+def _tuner(cfg: StudyConfig, units: list[list[Trial]], run_dir: Path, settings: RaySettings, log) -> Any:
+    """``Tuner.restore`` of the last experiment if Ray would run exactly ``units``, else a new one."""
     from ray import tune
 
     trainable = tune.with_resources(
@@ -153,6 +154,7 @@ def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RayS
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
     storage = RunDir(run_dir).ray
+    pending = [t for unit in units for t in unit]
     restored = _restore(tune, _last_experiment(storage), trainable, pending, run_dir, log)
     if restored is not None:
         return restored
@@ -160,9 +162,6 @@ def _tuner(cfg: StudyConfig, pending: list[Trial], run_dir: Path, settings: RayS
     while (storage / name).exists():  # two starts within one second
         name += "x"
     log(f"ray: new experiment {storage / name}")
-    from lorasweep.sweep.packing import groups
-
-    units = groups(cfg, pending)  # one trial each unless sweep.pack: auto
     points = [{"trial": u[0].as_dict()} if len(u) == 1 else {"unit": [t.as_dict() for t in u]} for u in units]
     return tune.Tuner(
         trainable,
@@ -208,27 +207,30 @@ def _last_experiment(storage: Path) -> Path | None:
 
 
 def _would_run(tuner: Any, run_dir: Path) -> set[str]:
-    """Trial ids a restored experiment would run (not seen to return, or errored), less those whose
-    directory says finished (the trial function skips them)."""
+    """Trial ids a restored experiment would run: every member of a grid point not seen to return (or
+    errored) that has an unfinished member (the trial function skips a finished point whole)."""
     out = set()
-    for tid, r in _by_trial(tuner.get_results()):
+    points: dict[int, list[str]] = {}
+    for i, tid, r in _by_trial(tuner.get_results()):
         if r.error is None and "state" in (r.metrics or {}):
             continue
-        if RunDir(run_dir).trial(tid).state() not in results.TERMINAL:
-            out.add(tid)
+        points.setdefault(i, []).append(tid)
+    for ids in points.values():
+        if any(RunDir(run_dir).trial(tid).state() not in results.TERMINAL for tid in ids):
+            out.update(ids)
     return out
 
 
-def _by_trial(grid: Any) -> Iterator[tuple[str, Any]]:
-    """(trial id, Ray result) pairs, one per member of a packed grid point; a point that never
+def _by_trial(grid: Any) -> Iterator[tuple[int, str, Any]]:
+    """(grid point, trial id, Ray result), one per member of a packed grid point; a point that never
     reported has no config, but its folder is named by its (first) id (``_trial_name``)."""
     for i in range(len(grid)):
         r = grid[i]
         if r.config:
             for t in _unit(r.config):
-                yield t.id, r
+                yield i, t.id, r
         else:
-            yield Path(r.path).name, r
+            yield i, Path(r.path).name.split("+")[0], r
 
 
 def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
@@ -236,7 +238,7 @@ def _check_finished(grid: Any, pending: list[Trial], run_dir: Path) -> None:
     left = {t.id for t in pending if RunDir(run_dir).trial(t).state() not in _OVER}
     if not left:
         return
-    lost = {tid: r.error for tid, r in _by_trial(grid) if tid in left and r.error is not None}
+    lost = {tid: r.error for _, tid, r in _by_trial(grid) if tid in left and r.error is not None}
     if lost:
         tid, err = next(iter(lost.items()))
         raise RuntimeError(

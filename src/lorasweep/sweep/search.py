@@ -135,19 +135,42 @@ def grid_trials(cfg: StudyConfig) -> list[Trial]:
 
 
 def needed_trials(cfg: StudyConfig, run_dir: Path, searched: bool = False) -> list[Trial]:
-    """The trials the study needs now (grid: all of them; bracket: this round's), reference included;
-    with ``searched``, also every trial the search has already asked for."""
+    """The trials the study needs now (grid: all of them; bracket: each cell's step in progress, its
+    finished trials included), reference included; with ``searched``, every trial the search has
+    asked for."""
     if cfg.train.lr_search == "grid":
-        base = grid_trials(cfg)
-    else:
-        base = [
-            Trial(c.method, c.batch_size, lr, s)
-            for c in cell_states(cfg, run_dir)
-            if c.decision is not None
-            for lr in ((*c.decision.searched, *c.decision.needed) if searched else c.decision.needed)
-            for s in cfg.train.seeds
-        ]
-    return list(dict.fromkeys(base + reference_trials(cfg)))
+        return list(dict.fromkeys(grid_trials(cfg) + reference_trials(cfg)))
+    cells = cell_states(cfg, run_dir)
+    base = [
+        Trial(c.method, c.batch_size, lr, s)
+        for c in cells
+        if c.decision is not None
+        for lr in dict.fromkeys((*c.decision.searched, *c.decision.needed) if searched else c.decision.step)
+        for s in cfg.train.seeds
+    ]
+    return list(dict.fromkeys(base + _reference_in_round(cfg, run_dir, cells, searched)))
+
+
+def _reference_in_round(
+    cfg: StudyConfig, run_dir: Path, cells: list[CellState], searched: bool
+) -> list[Trial]:
+    """The reference trials this round holds: the unfinished ones, and the finished ones while their
+    cell is still in the first round's step.  So the first round (where they run, beside their cell's
+    first step) is the same set of trials whenever a study is interrupted, and a later round never
+    holds them again (``packing.groups`` packs a round's trials of one cell together)."""
+    refs = reference_trials(cfg)
+    if searched:
+        return refs
+    first = sorted(cfg.train.batch_sizes)[0]
+    in_first = {
+        (c.method, c.batch_size)
+        for c in cells
+        if c.decision is not None
+        and c.decision.first_step
+        and (not cfg.train.bracket.predict_start or c.batch_size == first)
+    }
+    done = lambda t: RunDir(run_dir).trial(t).state() in results.TERMINAL  # noqa: E731
+    return [t for t in refs if not done(t) or (t.method, t.batch_size) in in_first]
 
 
 def run_rounds(

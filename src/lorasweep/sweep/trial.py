@@ -1,8 +1,11 @@
-"""One trial: (method, batch size, LR, seed) -> a self-describing trial directory.
+"""A unit of work -> one self-describing trial directory per trial: the trial lifecycle.
 
-The single trial function every backend calls (in-process, local workers, Ray).  It builds the model
-with its adapter, trains it, evaluates it (``evals/suite.py``) and writes the trial directory
-(``rundir.TrialDir``); what data it trains on comes from ``data/cache.py``.
+The one function every backend calls (in-process, local workers, Ray) is :func:`run_unit`: for the
+trials of one unit (``packing.groups``: a trial alone is a group of one) it builds the base and the
+members (``build.py``), trains them in one step loop (``loop.run_steps``), evaluates each completed
+member (``evals/suite.py``) and writes each member's directory (``rundir.TrialDir``) with one writer,
+:func:`write_member`.  A member that diverges is written when it leaves; the others after training,
+one by one, so a killed unit leaves its finished members finished.
 """
 
 from __future__ import annotations
@@ -14,44 +17,48 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
 
 from lorasweep import results, trackers
 from lorasweep.config import StudyConfig
+from lorasweep.evals.suite import evaluate_model, same_step_rows
 from lorasweep.rundir import RunDir, TrialDir
+from lorasweep.sweep.build import Unit, build
 from lorasweep.sweep.grid import Trial
 from lorasweep.sweep.resume import trial_config
+from lorasweep.train import device, loop
 
 
 def run_trial(cfg: StudyConfig, trial: Trial, run_dir: RunDir, log: Callable[[str], None] = print) -> dict:
-    """Train and evaluate one trial into its directory of ``run_dir`` (cleared first); return its
-    status record.
+    """:func:`run_unit` for one trial; returns its status record."""
+    return run_unit(cfg, [trial], run_dir, log)[trial.id]
+
+
+def run_unit(
+    cfg: StudyConfig, trials: list[Trial], run_dir: RunDir, log: Callable[[str], None] = print
+) -> dict[str, dict]:
+    """Train and evaluate ``trials`` into their directories of ``run_dir`` (each cleared first);
+    return each trial's status record by id.
 
     Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
     so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
     Under a multi-process launch (``torchrun``, ``accelerate launch``) only rank 0 touches the
-    directory and evaluates: the other ranks get ``out = None``.
+    directories and evaluates: the other ranks' records are not written.
     """
-    from lorasweep.train import device
-
+    run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     started = time.time()
-    out = run_dir.trial(trial) if device.is_main_process() else None
-    if out is not None:
-        _start(out, cfg, trial, started)
+    dirs = {t.id: run_dir.trial(t) if device.is_main_process() else None for t in trials}
+    for t in trials:
+        if dirs[t.id] is not None:
+            _start(dirs[t.id], cfg, t, started)
+    records: dict[str, dict] = {}
     try:
-        outcome = _train_and_evaluate(cfg, trial, out, run_dir, log)
-    except Exception as e:  # recorded, not raised: one bad trial must not stop a sweep
-        record = {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
-        if out is None:
-            log(traceback.format_exc())
-            return record
-        results.atomic_write_text(out.error, traceback.format_exc())
-        outcome = record
-    record = {"started": started, "seconds": time.time() - started, **outcome}
-    if out is not None:
-        results.write_status(out.path, **record)
-    return record
+        _train_and_evaluate(cfg, trials, dirs, run_dir, records, started, log)
+    except Exception as e:  # recorded per unfinished member, not raised: one bad trial must not stop a sweep
+        tb = traceback.format_exc()
+        for t in trials:
+            if t.id not in records:
+                records[t.id] = _failed(dirs[t.id], e, tb, started, log)
+    return records
 
 
 def _start(out: TrialDir, cfg: StudyConfig, trial: Trial, started: float) -> None:
@@ -62,161 +69,115 @@ def _start(out: TrialDir, cfg: StudyConfig, trial: Trial, started: float) -> Non
     results.write_status(out.path, "running", started=started)
 
 
-@dataclass
-class Built:
-    """A trial's model, ready to train."""
-
-    accelerator: Any
-    model: Any  # prepared by accelerate
-    tokenizer: Any
-    train_set: list  # the study's tokenised training rows
-    split: Any  # batching.BatchSplit
-    method: Any  # adapters.Method: attach, param groups, export, merge
-    spec: Any  # adapters.AdapterSpec
-    trainable: int
-    frozen: int
-
-
-def _train_and_evaluate(
-    cfg: StudyConfig, trial: Trial, out: TrialDir | None, run_dir: RunDir, log: Callable[[str], None]
-) -> dict:
-    root = run_dir.trackers if out is not None and cfg.report.trackers else None  # rank 0 only
-    with trackers.trial_run(cfg.report.trackers, cfg.name, trial.id, trial.as_dict(), root) as tracked:
-        return _run(cfg, trial, out, run_dir, log, tracked)
-
-
-def _run(
-    cfg: StudyConfig,
-    trial: Trial,
-    out: TrialDir | None,
-    run_dir: RunDir,
-    log: Callable[[str], None],
-    tracked: trackers.Tracked,
-) -> dict:
-    t = time.perf_counter()
-    built = _build(cfg, trial)
-    if out is not None:
-        log(f"[{trial.id}] {built.split.describe()}")
-    timings = {"setup": time.perf_counter() - t}
-    result, timings["same_step_loss"] = _train(cfg, trial, built, out, tracked.log_step)
-    timings["train"] = result.seconds
-    metrics: dict = {
-        "train": train_metrics(result, built.split, built.trainable, built.frozen, built.accelerator)
-    }
-    outcome = {"state": result.status, "steps": result.steps_done}
-    if result.status == "diverged":
-        outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
+def _failed(out: TrialDir | None, e: Exception, tb: str, started: float, log) -> dict:
+    record = {"state": "failed", "error": f"{type(e).__name__}: {e}", "started": started}
+    record["seconds"] = time.time() - started
     if out is None:
-        return outcome
-    model = built.accelerator.unwrap_model(built.model)
-    exported = built.method.export(model, out.path)  # applies to the original base model
-    if result.status == "completed":
+        log(tb)
+        return record
+    results.atomic_write_text(out.error, tb)
+    results.write_status(out.path, **record)
+    return record
+
+
+def _train_and_evaluate(cfg, trials, dirs, run_dir: RunDir, records, started, log) -> None:
+    t = time.perf_counter()
+    unit = build(cfg, trials)
+    if device.is_main_process():
+        log(unit.describe())
+    setup = time.perf_counter() - t
+    with _tracking(cfg, trials, dirs, run_dir) as tracked, contextlib.ExitStack() as files:
+        writer = _Writer(cfg, unit, dirs, run_dir, records, started, setup, tracked)
+        on_step = [_step_writer(files, dirs[t.id], tracked[k]) for k, t in enumerate(trials)]
+        rows = same_step_rows(cfg, unit.tokenizer) if device.is_main_process() else None
+        probe = (lambda: unit.heldout(rows, cfg.eval.batch_size)) if rows is not None else None
+        out = loop.run_steps(unit.members, unit.train_set, unit.specs, on_step, writer.left, probe)
+        finished = [k for k, r in enumerate(out) if r.status == "completed"]
+        exported = {k: writer.save(k, unit.members.state(pos)) for pos, k in enumerate(finished)}
+        for k, model in unit.generation_models(finished):
+            try:
+                evaluate = lambda d, k=k, m=model: _evaluate(cfg, m, unit, d, run_dir, exported[k])  # noqa: E731
+                writer.write(k, out[k], evaluate)
+            except Exception as e:  # this member failed; the others still get evaluated
+                records[trials[k].id] = _failed(dirs[trials[k].id], e, traceback.format_exc(), started, log)
+
+
+class _Writer:
+    """Writes a member's directory: adapter, metrics, provenance, status (the one trial writer)."""
+
+    def __init__(self, cfg, unit: Unit, dirs, run_dir: RunDir, records, started, setup, tracked):
+        self.cfg, self.unit, self.dirs, self.run_dir = cfg, unit, dirs, run_dir
+        self.records, self.started, self.setup, self.tracked = records, started, setup, tracked
+
+    def save(self, k: int, state: dict):
+        out = self.dirs[self.unit.trials[k].id]
+        return self.unit.save(k, state, out.path) if out is not None else None
+
+    def left(self, k: int, result: loop.TrainResult, state: dict) -> None:
+        """Member ``k`` diverged: write it now, without evaluation."""
+        self.save(k, state)
+        self.write(k, result, None)
+
+    def write(self, k: int, result: loop.TrainResult, evaluate: Callable[[TrialDir], dict] | None) -> None:
+        """Member ``k``'s metrics (``evaluate(trial dir)`` adds its evaluation), provenance and status."""
+        trial, out, unit = self.unit.trials[k], self.dirs[self.unit.trials[k].id], self.unit
         t = time.perf_counter()
-        metrics.update(_evaluate(cfg, model, built, out, run_dir, exported))
+        metrics = {"train": train_metrics(result, unit.split, unit.trainable, unit.frozen, unit.accelerator)}
+        outcome = {"state": result.status, "steps": result.steps_done}
+        if result.status == "diverged":
+            outcome.update(diverged_at=result.diverged_at, reason=result.divergence_reason)
+        if out is None:
+            self.records[trial.id] = outcome
+            return
+        if evaluate is not None:
+            metrics.update(evaluate(out))
+        timings = {"setup": self.setup, "train": result.seconds, "same_step_loss": result.probe_seconds}
         timings["eval"] = time.perf_counter() - t
-    results.atomic_write_json(out.metrics, metrics)
-    tracked.log_result(metrics)
-    results.atomic_write_json(out.provenance, {**results.provenance(), "timings": timings})
-    return outcome
-
-
-def _build(cfg: StudyConfig, trial: Trial) -> Built:
-    """Base model + the method's adapter, on the device accelerate chose; the batch split derived."""
-    import torch
-    from accelerate import Accelerator
-
-    from lorasweep import adapters, models
-    from lorasweep.data.cache import encoded_train
-    from lorasweep.train import batching, device
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=device.mixed_precision())
-    device.enable_tf32()
-    device.reset_peak_memory()
-    torch.manual_seed(trial.seed)
-    model, tok = models.load_base(cfg.model.source, cfg.model.dtype, accelerator.device, cfg.model.num_layers)
-    train_set = encoded_train(cfg)
-    spec = adapters.AdapterSpec(
-        rank=cfg.adapter.rank,
-        alpha=cfg.adapter.alpha,
-        dropout=cfg.adapter.dropout,
-        target_modules=tuple(cfg.adapter.target_modules),
-        seed=trial.seed,
-        use_rslora=cfg.adapter.use_rslora,
-        pissa_niter=cfg.adapter.pissa_niter,
-        loraplus_lr_ratio=cfg.adapter.loraplus_lr_ratio,
-        autocast=accelerator.mixed_precision != "no",
-    )
-    method = adapters.get(trial.method)
-    model = method.attach(model, spec)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    split = batching.derive_split(trial.batch_size, cfg.train.max_micro_batch, accelerator.num_processes)
-    model = accelerator.prepare_model(model)
-    return Built(accelerator, model, tok, train_set, split, method, spec, trainable, frozen)
-
-
-def _train(cfg: StudyConfig, trial: Trial, built: Built, out: TrialDir | None, track: Callable[[dict], None]):
-    """The step loop on the study's training set; one line per step into steps.jsonl, with the
-    validation rows' held-out loss after steps 1, 2, 4, 8, ... (the same-step view; its seconds are
-    measurement, not training time)."""
-    from lorasweep.evals.suite import same_step_probe
-    from lorasweep.train import loop
-
-    spec = train_spec(cfg, built.split, trial)
-    spent = [0.0]
-    model = built.accelerator.unwrap_model(built.model)
-    probe = same_step_probe(cfg, model, built.tokenizer, spent) if out is not None else None
-    groups = built.method.param_groups(built.model, built.spec)
-    with _step_log(out, probe, track) as on_step:
-        result = loop.train(
-            built.model,
-            built.train_set,
-            spec,
-            built.tokenizer.pad_token_id,
-            built.accelerator,
-            on_step,
-            groups,
-        )
-    result.seconds -= spent[0]
-    return result, spent[0]
+        provenance = {**results.provenance(), "timings": timings}
+        if len(unit.trials) > 1:
+            ids = [tr.id for tr in unit.trials]
+            provenance["packed"] = {"group": ids, "position": k, "shared_timings": ["setup", "train"]}
+        results.atomic_write_json(out.metrics, metrics)
+        self.tracked[k].log_result(metrics)
+        results.atomic_write_json(out.provenance, provenance)
+        shared = self.setup + result.seconds + result.probe_seconds
+        record = {"started": self.started, "seconds": shared / len(unit.trials) + timings["eval"], **outcome}
+        self.records[trial.id] = record
+        results.write_status(out.path, **record)
+        _replay(self.cfg, trial, out, self.run_dir, len(unit.trials))
 
 
 @contextlib.contextmanager
-def _step_log(
-    out: TrialDir | None, probe: Callable[[], float] | None, track: Callable[[dict], None]
-) -> Iterator[Callable[[dict], None]]:
-    if out is None:
-        yield lambda record: None
+def _tracking(cfg, trials: list[Trial], dirs, run_dir: RunDir) -> Iterator[list[trackers.Tracked]]:
+    """``report.trackers`` runs: a trial alone logs to its runs as it trains; a packed group's members
+    are sent one by one when each is written (:func:`_replay`: MLflow holds one active run per process)."""
+    out = dirs[trials[0].id]
+    if len(trials) > 1 or out is None or not cfg.report.trackers:
+        yield [trackers.Tracked([]) for _ in trials]
         return
-    with out.steps.open("w") as f:
-
-        def on_step(record: dict) -> None:
-            if probe is not None and record["step"] & (record["step"] - 1) == 0:  # a power of two
-                record["val_loss"] = probe()
-            f.write(step_line(record))
-            f.flush()
-            track(record)  # report.trackers (trackers.py)
-
-        yield on_step
+    t = trials[0]
+    with trackers.trial_run(cfg.report.trackers, cfg.name, t.id, t.as_dict(), run_dir.trackers) as tracked:
+        yield [tracked]
 
 
-def train_spec(cfg: StudyConfig, split, trial: Trial):
-    """The trainer's settings for ``trial`` (a trial alone and a packed member alike)."""
-    from lorasweep.train import loop
+def _replay(cfg, trial: Trial, out: TrialDir, run_dir: RunDir, members: int) -> None:
+    if members > 1 and cfg.report.trackers:
+        args = (cfg.report.trackers, cfg.name, trial.id, trial.as_dict(), run_dir.trackers)
+        trackers.replay(*args, out.steps, out.metrics)
 
-    return loop.TrainSpec(
-        split=split,
-        lr=trial.lr,
-        seed=trial.seed,
-        epochs=cfg.train.epochs,
-        scheduler=cfg.train.scheduler,
-        warmup_ratio=cfg.train.warmup_ratio,
-        weight_decay=cfg.train.weight_decay,
-        max_grad_norm=cfg.train.max_grad_norm,
-        divergence_factor=cfg.train.divergence_factor,
-        group_by_length=cfg.train.group_by_length,
-        padding_free=cfg.train.padding_free,
-    )
+
+def _step_writer(files: contextlib.ExitStack, out: TrialDir | None, tracked) -> Callable[[dict], None]:
+    """One line per step into the member's steps.jsonl (and its tracker runs)."""
+    if out is None:
+        return lambda record: None
+    f = files.enter_context(out.steps.open("w"))
+
+    def on_step(record: dict) -> None:
+        f.write(step_line(record))
+        f.flush()
+        tracked.log_step(record)
+
+    return on_step
 
 
 def step_line(record: dict) -> str:
@@ -227,8 +188,6 @@ def step_line(record: dict) -> str:
 
 def train_metrics(result, split, trainable: int, frozen: int, accelerator) -> dict:
     """The ``train`` record of metrics.json (``split``: the planned one; the result has the one used)."""
-    from lorasweep.train import device
-
     return {
         "steps": result.steps_done,
         "total_steps": result.total_steps,
@@ -252,18 +211,14 @@ def train_metrics(result, split, trainable: int, frozen: int, accelerator) -> di
     }
 
 
-def _evaluate(cfg: StudyConfig, model, built: Built, out: TrialDir, run_dir: RunDir, exported) -> dict:
-    from lorasweep.evals.suite import evaluate_model
-
-    merged = built.method.merge(model)  # ~1.4x faster generation; same function
-    merged.eval()
+def _evaluate(cfg: StudyConfig, model, unit: Unit, out: TrialDir, run_dir: RunDir, exported) -> dict:
     generator = None
     if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
         from lorasweep import models
-        from lorasweep.evals.vllm_backend import vllm_generator
+        from lorasweep.evals.vllm_backend import vllm_generator  # imports vllm: only when asked
 
         base = models.resolve_source(cfg.model.source)  # export_kind "lora" (config checks it)
         generator = vllm_generator(base, exported, cfg.model.dtype, cfg.eval.max_new_tokens)
     return evaluate_model(
-        cfg, merged, built.tokenizer, out.eval, out.validation_eval, run_dir.judge_cache, generator
+        cfg, model, unit.tokenizer, out.eval, out.validation_eval, run_dir.judge_cache, generator
     )

@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,7 @@ class TrainResult:
     noise_scale: dict = field(default_factory=dict)  # noise_scale.summarize (B_simple) or why not
     split: batching.BatchSplit | None = None  # the split actually used (after OOM fallbacks)
     oom_retries: list[dict] = field(default_factory=list)
+    probe_seconds: float = 0.0  # the same-step probe's time (not in ``seconds``)
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -140,20 +142,86 @@ def retry_on_oom(attempt, split, reset, on_retry):
             split = smaller
 
 
-def step_with_oom_fallback(
-    model, examples, indices, split, pad_id, accelerator, on_retry, probe=None, lengths=None, flat=False
-):
-    """One step's backward at ``split``, retried at a smaller micro-batch on out-of-memory."""
+class Members(Protocol):
+    """What the step loop trains: K >= 1 adapters (members) on one model, each a trial of its own.
 
-    def attempt(split):
+    ``SingleModel`` is one trial's model (any method, DDP and fp16 loss scaling included);
+    ``packed.StackedMembers`` is K LoRA-family adapters stacked on one frozen base.  Positions are
+    those of the members still training, in order; ``keep`` drops the others."""
+
+    model: torch.nn.Module  # put in training mode by the loop (the probe puts it back after reading)
+    scaled: bool  # fp16 loss scaling: a non-finite gradient is the scaler's to skip, not divergence
+
+    def backward(
+        self, examples: list[Encoded], indices: list[list[int]], split, lengths
+    ) -> tuple[list[float], list[int]]:
+        """One step's backward; ``indices[k]``: member k's rows.  Returns (loss, label tokens) per member."""
+
+    def reset(self) -> None:
+        """Drop the gradients (after a step, or a step that ran out of memory)."""
+
+    def clip(self, max_norms: list[float]) -> list[float]:
+        """Clip each member's gradient; returns the norms before clipping."""
+
+    def noise(self, norms: list[float], tokens: list[list[int]]) -> list[dict]:
+        """Each member's gradient-noise fields for this step (``noise_scale``)."""
+
+    def update(self, lrs: list[float], weight_decays: list[float]) -> None:
+        """One optimizer step, member k at ``lrs[k]``."""
+
+    def keep(self, positions: list[int]) -> None: ...
+
+    def state(self, position: int) -> dict:
+        """The member's adapter tensors as they are now (before a failed update)."""
+
+
+class SingleModel:
+    """One trial's model for the step loop: the model ``accelerator.prepare``d, AdamW on the method's
+    ``param_groups`` (default: every trainable parameter in one group; a group's ``lr_scale``
+    multiplies the scheduled LR, LoRA+'s B matrices)."""
+
+    def __init__(self, model, accelerator, spec: TrainSpec, pad_id: int, param_groups: list[dict] | None):
+        self.model, self.accelerator, self.pad_id, self.flat = model, accelerator, pad_id, spec.padding_free
+        groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        self.params = [p for g in groups for p in g["params"]]
+        # foreach: one multi-tensor update per step instead of a Python loop over the adapter's many
+        # small tensors (CUDA's default already); the same arithmetic, bit-identical results.
+        optimizer = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
+        self.optimizer = accelerator.prepare_optimizer(optimizer)
+        self.scaled = getattr(accelerator, "scaler", None) is not None
+        # fp16 loss scaling leaves the micro-batch gradients scaled: no noise scale then
+        self.probe = None if self.scaled else noise_scale.MicroGradProbe(self.params)
+
+    def backward(self, examples, indices, split, lengths):
+        rank = self.accelerator.process_index
         micro = [
-            [examples[i] for i in mb]
-            for mb in batching.rank_micro_batches(indices, split, accelerator.process_index, lengths)
+            [examples[i] for i in mb] for mb in batching.rank_micro_batches(indices[0], split, rank, lengths)
         ]
-        return accumulate_step(model, micro, pad_id, accelerator, probe, flat)
+        loss, tokens = accumulate_step(
+            self.model, micro, self.pad_id, self.accelerator, self.probe, self.flat
+        )
+        return [loss], [tokens]
 
-    (loss, tokens), split = retry_on_oom(attempt, split, lambda: model.zero_grad(set_to_none=True), on_retry)
-    return loss, tokens, split
+    def reset(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+
+    def clip(self, max_norms):
+        return [float(self.accelerator.clip_grad_norm_(self.params, max_norms[0]))]
+
+    def noise(self, norms, tokens):
+        return [self.probe.observe(norms[0], tokens[0]) if self.probe else {}]
+
+    def update(self, lrs, weight_decays):
+        for group in self.optimizer.param_groups:
+            group["lr"] = lrs[0] * group.get("lr_scale", 1.0)
+        self.optimizer.step()
+
+    def keep(self, positions):
+        if positions != [0]:
+            raise ValueError("a single model has one member")
+
+    def state(self, position):
+        return {}  # the model itself holds it
 
 
 def train(
@@ -165,90 +233,147 @@ def train(
     on_step: Callable[[dict], None] = lambda record: None,
     param_groups: list[dict] | None = None,
 ) -> TrainResult:
-    """Train the trainable parameters of ``model`` (already ``accelerator.prepare``d) for ``spec.epochs``.
+    """Train the trainable parameters of ``model`` (already ``accelerator.prepare``d) as one trial:
+    :func:`run_steps` on a :class:`SingleModel`."""
+    members = SingleModel(model, accelerator, spec, pad_id, param_groups)
+    return run_steps(members, examples, [spec], [on_step])[0]
 
-    ``param_groups`` (the adapter method's, default: one group of every trainable parameter) go to
-    AdamW as they are; a group's ``lr_scale`` multiplies the scheduled LR (LoRA+'s B matrices).
+
+def run_steps(
+    members: Members,
+    examples: list[Encoded],
+    specs: list[TrainSpec],
+    on_step: list[Callable[[dict], None]],
+    on_leave: Callable[[int, TrainResult, dict], None] = lambda k, result, state: None,
+    probe: Callable[[], list[float]] | None = None,
+) -> list[TrainResult]:
+    """The step loop, for one trial or a packed group: member k trains as the trial ``specs[k]``.
+
+    Per step: each member's LR from its schedule, its rows from its seed's order, one backward for all
+    (retried at a smaller micro-batch on out-of-memory), clipping, the divergence check, the update.
+    ``on_step[k]`` gets member k's step records; ``on_leave(k, result, state)`` is called when member
+    k diverges, with its adapter tensors before the failed update (the others go on).  ``probe()``
+    (the same-step view) returns the held-out loss of each member still training; it runs
+    after optimizer steps 1, 2, 4, 8, ..., its value goes into the records as ``val_loss`` and its time
+    is not counted as training (``TrainResult.probe_seconds``).
     """
-    split = spec.split
+    split, epochs = specs[0].split, specs[0].epochs
+    if any(s.split != split or s.epochs != epochs for s in specs):
+        raise ValueError("packed trials must share the batch split and the number of epochs")
     per_epoch = batching.steps_per_epoch(len(examples), split.effective)
     if per_epoch == 0:
         raise ValueError(f"{len(examples)} examples are fewer than one batch of {split.effective}")
-    total = per_epoch * spec.epochs
-    warmup = schedule.warmup_steps(total, spec.warmup_ratio)
-    groups = param_groups or [{"params": [p for p in model.parameters() if p.requires_grad]}]
-    params = [p for g in groups for p in g["params"]]
-    # foreach: one multi-tensor update per step instead of a Python loop over the adapter's many small
-    # tensors (CUDA's default already); the same arithmetic, bit-identical results, less per-step overhead.
-    optimizer = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)
-    optimizer = accelerator.prepare_optimizer(optimizer)
-    lr_at = lambda s: spec.lr * schedule.lr_factor(s, total, warmup, spec.scheduler)  # noqa: E731
-    result = TrainResult("completed", total, warmup_steps=warmup, split=split)
-    max_norm = spec.max_grad_norm if spec.max_grad_norm is not None else math.inf
-    # fp16 loss scaling leaves the micro-batch gradients scaled: no noise scale then
-    probe = noise_scale.MicroGradProbe(params) if getattr(accelerator, "scaler", None) is None else None
-    noise_log: list[dict] = []
-    lengths = [len(e.input_ids) for e in examples] if spec.group_by_length else None
-    t_start = time.perf_counter()
-    model.train()
-    step = 0
-    for epoch in range(spec.epochs):
-        order = batching.example_order(len(examples), spec.seed, epoch)
+    members.model.train()
+    run = _Run(specs, per_epoch * epochs, split)
+    lengths = [len(e.input_ids) for e in examples] if specs[0].group_by_length else None
+    for epoch in range(epochs):
+        orders = {s.seed: batching.example_order(len(examples), s.seed, epoch) for s in specs}
         for k in range(per_epoch):
             t0 = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step) * group.get("lr_scale", 1.0)
-            indices = batching.step_indices(order, k, split)
+            indices = [batching.step_indices(orders[specs[m].seed], k, run.split) for m in run.active]
+            retried = run.on_retry(run.step)
+            attempt = lambda split, idx=indices: members.backward(examples, idx, split, lengths)  # noqa: E731
+            (losses, tokens), run.split = retry_on_oom(attempt, run.split, members.reset, retried)
+            norms = members.clip([specs[m].max_grad_norm or math.inf for m in run.active])
+            noise = members.noise(norms, [[examples[i].n_label_tokens for i in idx] for idx in indices])
+            inputs = [sum(len(examples[i].input_ids) for i in idx) for idx in indices]
+            records = run.record(epoch, losses, norms, tokens, inputs, noise, t0, members.scaled)
+            leaving = [pos for pos, m in enumerate(run.active) if run.out[m].status == "diverged"]
+            for pos in leaving:
+                m = run.active[pos]
+                on_step[m](records[pos])
+                on_leave(m, run.finish(m), members.state(pos))
+            if leaving:
+                keep = [pos for pos in range(len(run.active)) if pos not in leaving]
+                if not keep:
+                    return run.out
+                members.keep(keep)
+                records = [records[pos] for pos in keep]
+                run.active = [run.active[pos] for pos in keep]
+            members.update(run.lrs(), [specs[m].weight_decay for m in run.active])
+            members.reset()
+            run.step += 1
+            if probe is not None and run.step & (run.step - 1) == 0:  # a power of two
+                run.measure(probe, records)
+            for m, record in zip(run.active, records, strict=True):
+                on_step[m](record)
+    for m in run.active:
+        run.finish(m)
+    return run.out
 
-            def retried(old, new, step=step):
-                result.oom_retries.append({"step": step + 1, "from_micro": old.micro, "to_micro": new.micro})
 
-            loss, tokens, split = step_with_oom_fallback(
-                model,
-                examples,
-                indices,
-                split,
-                pad_id,
-                accelerator,
-                retried,
-                probe,
-                lengths,
-                spec.padding_free,
-            )
-            result.split = split
-            grad_norm = float(accelerator.clip_grad_norm_(params, max_norm))
-            noise = probe.observe(grad_norm, [examples[i].n_label_tokens for i in indices]) if probe else {}
-            noise_log.append(noise)
-            scaled = getattr(accelerator, "scaler", None) is not None
-            reason = _divergence(loss, grad_norm, result.losses, spec.divergence_factor, scaled)
-            if reason is None:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.label_tokens += tokens
-            result.input_tokens += sum(len(examples[i].input_ids) for i in indices)
-            result.losses.append(loss)
-            on_step(
+class _Run:
+    """The step loop's bookkeeping: each member's result, schedule and step records."""
+
+    def __init__(self, specs: list[TrainSpec], total: int, split: batching.BatchSplit):
+        self.specs, self.total, self.split = specs, total, split
+        self.warmups = [schedule.warmup_steps(total, s.warmup_ratio) for s in specs]
+        self.out = [TrainResult("completed", total, warmup_steps=w, split=split) for w in self.warmups]
+        self.noise_logs: list[list[dict]] = [[] for _ in specs]
+        self.active = list(range(len(specs)))  # members still training
+        self.step = 0
+        self.t_start = time.perf_counter()
+        self.probing = 0.0  # seconds spent in the same-step probe
+
+    def lr(self, m: int) -> float:
+        s = self.specs[m]
+        return s.lr * schedule.lr_factor(self.step, self.total, self.warmups[m], s.scheduler)
+
+    def lrs(self) -> list[float]:
+        return [self.lr(m) for m in self.active]
+
+    def on_retry(self, step: int):
+        members = tuple(self.active)
+
+        def retried(old, new) -> None:
+            for m in members:
+                self.out[m].oom_retries.append(
+                    {"step": step + 1, "from_micro": old.micro, "to_micro": new.micro}
+                )
+
+        return retried
+
+    def record(self, epoch, losses, norms, tokens, inputs, noise, t0, scaled) -> list[dict]:
+        """Each active member's step record; a member whose step diverged is marked so."""
+        seconds = (time.perf_counter() - t0) / len(self.active)  # each member's share of the step
+        records = []
+        for pos, m in enumerate(self.active):
+            r = self.out[m]
+            reason = _divergence(losses[pos], norms[pos], r.losses, self.specs[m].divergence_factor, scaled)
+            r.split = self.split
+            r.label_tokens += tokens[pos]
+            r.input_tokens += inputs[pos]
+            r.losses.append(losses[pos])
+            r.steps_done = self.step + 1
+            self.noise_logs[m].append(noise[pos])
+            if reason is not None:
+                r.status, r.diverged_at, r.divergence_reason = "diverged", self.step + 1, reason
+            records.append(
                 {
-                    "step": step + 1,
+                    "step": self.step + 1,
                     "epoch": epoch,
-                    "loss": loss,
-                    "lr": lr_at(step),
-                    "grad_norm": grad_norm,
-                    "tokens": tokens,
-                    "seconds": time.perf_counter() - t0,
-                    **noise,
+                    "loss": losses[pos],
+                    "lr": self.lr(m),
+                    "grad_norm": norms[pos],
+                    "tokens": tokens[pos],
+                    "seconds": seconds,
+                    **noise[pos],
                 }
             )
-            step += 1
-            result.steps_done = step
-            if reason is not None:
-                result.status, result.diverged_at, result.divergence_reason = "diverged", step, reason
-                result.seconds = time.perf_counter() - t_start
-                result.noise_scale = noise_scale.summarize_trial(noise_log, split)
-                return result
-    result.seconds = time.perf_counter() - t_start
-    result.noise_scale = noise_scale.summarize_trial(noise_log, split)
-    return result
+        return records
+
+    def measure(self, probe: Callable[[], list[float]], records: list[dict]) -> None:
+        t = time.perf_counter()
+        for record, v in zip(records, probe(), strict=True):
+            record["val_loss"] = v
+        self.probing += time.perf_counter() - t
+
+    def finish(self, m: int) -> TrainResult:
+        r = self.out[m]
+        r.seconds = time.perf_counter() - self.t_start - self.probing
+        r.probe_seconds = self.probing
+        r.noise_scale = noise_scale.summarize_trial(self.noise_logs[m], self.split)
+        return r
 
 
 def _divergence(

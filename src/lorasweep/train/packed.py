@@ -1,7 +1,9 @@
 """Several trials in one training pass: K adapters on one frozen base (``adapters/stacked.py``).
 
-The trials of a group share the base model and the effective batch, hence the micro-batch split; each
-keeps everything that makes it its own trial, with the same arithmetic as ``loop.train``:
+The step loop is ``loop.run_steps``, the same for a trial alone; this module supplies the members it
+trains (:class:`StackedMembers`).  The trials of a group share the base model and the effective batch,
+hence the micro-batch split; each keeps everything that makes it its own trial, with the same
+arithmetic as a trial alone:
 
 - its data order (its seed's ``batching.example_order``): step k's micro-batch i of every member forms
   one slice of one forward pass (members with the same seed carry copies of the same rows);
@@ -19,8 +21,6 @@ Covered: one process, one device (CPU, or a GPU with bf16 autocast).  Not covere
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
 from collections.abc import Callable
 
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from lorasweep.adapters.stacked import AdapterStack
 from lorasweep.data.tokenize import IGNORE, Encoded, collate
-from lorasweep.train import batching, noise_scale, schedule
-from lorasweep.train.loop import TrainResult, TrainSpec, _divergence, retry_on_oom, shifted_labels
+from lorasweep.train import batching, noise_scale
+from lorasweep.train.loop import TrainResult, TrainSpec, run_steps, shifted_labels
 
 
 class StackedAdamW:
@@ -155,17 +155,42 @@ def accumulate_packed(
     return [loss / max(t, 1) for loss, t in zip(loss_total.tolist(), totals, strict=True)], totals
 
 
-def _step(
-    model, stack, per_member: list[list[int]], examples, split, pad_id, device, on_retry, lengths, probe
-):
-    """One step's backward, retried at a smaller micro-batch on out-of-memory (``loop.retry_on_oom``)."""
+class StackedMembers:
+    """The members of a packed group for the step loop (``loop.run_steps``): K adapters stacked on
+    one frozen base (``adapters/stacked.py``), one ``StackedAdamW`` and one noise probe for all."""
 
-    def attempt(split):
-        micro = [batching.rank_micro_batches(idx, split, 0, lengths) for idx in per_member]
-        return accumulate_packed(model, stack, micro, examples, pad_id, device, probe)
+    scaled = False  # fp16 loss scaling is not covered (``packing.packable``)
 
-    (losses, tokens), split = retry_on_oom(attempt, split, stack.zero_grad, on_retry)
-    return losses, tokens, split
+    def __init__(self, model, stack: AdapterStack, pad_id: int, device):
+        self.model, self.stack, self.pad_id, self.device = model, stack, pad_id, device
+        self.optimizer = StackedAdamW(stack)
+        self.probe = noise_scale.StackedGradProbe(stack.size)
+
+    def backward(self, examples, indices, split, lengths):
+        micro = [batching.rank_micro_batches(idx, split, 0, lengths) for idx in indices]
+        return accumulate_packed(
+            self.model, self.stack, micro, examples, self.pad_id, self.device, self.probe
+        )
+
+    def reset(self) -> None:
+        self.stack.zero_grad()
+
+    def clip(self, max_norms):
+        return clip_members(self.stack, max_norms)
+
+    def noise(self, norms, tokens):
+        return self.probe.observe(norms, tokens)
+
+    def update(self, lrs, weight_decays):
+        self.optimizer.step(lrs, weight_decays)
+
+    def keep(self, positions):
+        self.stack.keep(positions)
+        self.optimizer.keep(positions)
+        self.probe.keep(positions)
+
+    def state(self, position):
+        return self.stack.member_state(position)
 
 
 def train_packed(
@@ -177,109 +202,10 @@ def train_packed(
     device,
     on_step: list[Callable[[dict], None]],
     on_leave: Callable[[int, TrainResult, dict], None] = lambda k, result, state: None,
-    probe: Callable[[int], list[float]] | None = None,
+    probe: Callable[[], list[float]] | None = None,
 ) -> list[TrainResult]:
-    """Train the stacked adapters of ``model``, adapter k as the trial ``specs[k]``.
-
-    ``on_step[k]`` gets member k's step records (as ``loop.train`` writes them); ``on_leave(k, result,
-    state)`` is called when member k diverges, with its adapter tensors before the failed update.
-    ``probe(n)`` (the same-step view) returns the held-out loss of each of the ``n`` members still
-    training; it runs after optimizer steps 1, 2, 4, 8, ... (model in eval mode), its value goes into
-    each member's record as ``val_loss`` and its time is not counted as training.
-    """
-    split, epochs = specs[0].split, specs[0].epochs
-    if any(s.split != split or s.epochs != epochs for s in specs):
-        raise ValueError("packed trials must share the batch split and the number of epochs")
+    """Train the stacked adapters of ``model``, adapter k as the trial ``specs[k]``: the step loop
+    (``loop.run_steps``) on :class:`StackedMembers`."""
     if stack.size != len(specs):
         raise ValueError(f"{stack.size} stacked adapters for {len(specs)} trials")
-    per_epoch = batching.steps_per_epoch(len(examples), split.effective)
-    if per_epoch == 0:
-        raise ValueError(f"{len(examples)} examples are fewer than one batch of {split.effective}")
-    total = per_epoch * epochs
-    warmups = [schedule.warmup_steps(total, s.warmup_ratio) for s in specs]
-    out = [TrainResult("completed", total, warmup_steps=w, split=split) for w in warmups]
-    optimizer = StackedAdamW(stack)
-    active = list(range(len(specs)))  # members still training, in stack order
-    lengths = [len(e.input_ids) for e in examples] if specs[0].group_by_length else None
-    t_start = time.perf_counter()
-    probing = 0.0  # seconds spent in ``probe``
-    grad_probe = noise_scale.StackedGradProbe(len(specs))  # the gradient noise scale, per member
-    noise_logs: list[list[dict]] = [[] for _ in specs]
-    model.train()
-    step = 0
-    for epoch in range(epochs):
-        orders = {s.seed: batching.example_order(len(examples), s.seed, epoch) for s in specs}
-        for k in range(per_epoch):
-            t0 = time.perf_counter()
-            lrs = [
-                specs[m].lr * schedule.lr_factor(step, total, warmups[m], specs[m].scheduler) for m in active
-            ]
-            indices = [batching.step_indices(orders[specs[m].seed], k, split) for m in active]
-
-            def retried(old, new, step=step, members=tuple(active)):
-                for m in members:
-                    out[m].oom_retries.append(
-                        {"step": step + 1, "from_micro": old.micro, "to_micro": new.micro}
-                    )
-
-            losses, tokens, split = _step(
-                model, stack, indices, examples, split, pad_id, device, retried, lengths, grad_probe
-            )
-            max_norms = [specs[m].max_grad_norm or math.inf for m in active]
-            norms = clip_members(stack, max_norms)
-            noise = grad_probe.observe(norms, [[examples[i].n_label_tokens for i in idx] for idx in indices])
-            seconds = (time.perf_counter() - t0) / len(active)  # each member's share of the step
-            leaving, records = [], []
-            for pos, m in enumerate(active):
-                r = out[m]
-                reason = _divergence(losses[pos], norms[pos], r.losses, specs[m].divergence_factor)
-                r.split = split
-                r.label_tokens += tokens[pos]
-                r.input_tokens += sum(len(examples[i].input_ids) for i in indices[pos])
-                r.losses.append(losses[pos])
-                r.steps_done = step + 1
-                record = {
-                    "step": step + 1,
-                    "epoch": epoch,
-                    "loss": losses[pos],
-                    "lr": lrs[pos],
-                    "grad_norm": norms[pos],
-                    "tokens": tokens[pos],
-                    "seconds": seconds,
-                    **noise[pos],
-                }
-                noise_logs[m].append(noise[pos])
-                if reason is not None:
-                    on_step[m](record)
-                    r.status, r.diverged_at, r.divergence_reason = "diverged", step + 1, reason
-                    r.seconds = time.perf_counter() - t_start - probing
-                    r.noise_scale = noise_scale.summarize_trial(noise_logs[m], split)
-                    on_leave(m, r, stack.member_state(pos))
-                    leaving.append(pos)
-                else:
-                    records.append((m, record))
-            if leaving:
-                keep = [pos for pos in range(len(active)) if pos not in leaving]
-                active = [active[pos] for pos in keep]
-                lrs = [lrs[pos] for pos in keep]
-                if not active:
-                    return out
-                stack.keep(keep)
-                optimizer.keep(keep)
-                grad_probe.keep(keep)
-            optimizer.step(lrs, [specs[m].weight_decay for m in active])
-            stack.zero_grad()
-            step += 1
-            if probe is not None and step & (step - 1) == 0:  # a power of two, as loop.train's trials
-                t_probe = time.perf_counter()
-                model.eval()
-                for (_, record), v in zip(records, probe(len(active)), strict=True):
-                    record["val_loss"] = v
-                model.train()
-                probing += time.perf_counter() - t_probe
-            for m, record in records:
-                on_step[m](record)
-    for m in active:
-        out[m].seconds = time.perf_counter() - t_start - probing
-        out[m].noise_scale = noise_scale.summarize_trial(noise_logs[m], split)
-    return out
+    return run_steps(StackedMembers(model, stack, pad_id, device), examples, specs, on_step, on_leave, probe)
