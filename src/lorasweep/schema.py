@@ -202,12 +202,13 @@ class SweepConfig:
     cpus_per_trial: float = _f(1.0, "ray: CPUs reserved per trial", gt=0)
     gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
     pack: str = _f(
-        "off",
+        "auto",
         "auto: trials of one method and batch size (LoRA, PiSSA, MiLoRA; fp32; LoRA only under bf16 "
         "autocast) train together in one pass over a shared frozen base (up to 8 adapters and "
-        "sweep.pack_rows rows per forward; local and Ray backends); equal to training alone up to float "
-        "rounding, which can flip a greedy answer, so a resumed study regrouped differently is not "
-        "bit-identical: off (every trial alone) by default",
+        "sweep.pack_rows rows per forward, so on a CPU where it is faster: B <= 8 at the default "
+        "max_micro_batch 16; local and Ray backends); equal to training alone up to float rounding. "
+        "Groups depend on the search round only and an interrupted group re-runs whole, so a resumed "
+        "study is bit-identical to an uninterrupted one. off: every trial alone",
         choices=("auto", "off"),
     )
     pack_rows: int | None = _f(

@@ -34,11 +34,12 @@ MICRO = [
     "eval.max_new_tokens=8",
     "eval.batch_size=8",
     "sweep.backend=inprocess",
-    "sweep.pack=auto",  # off by default (config.py says why); these tests are about packing
+    "sweep.pack=auto",  # the default; these tests are about packing
     "report.reference_batch_size=null",
     "report.reference_lr=null",
 ]
 TOL = 1e-5
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(out: Path, *extra: str):
@@ -252,8 +253,8 @@ def test_methods_the_stacked_layer_cannot_train_run_alone(tmp_path):
     assert all(len(u) == 1 for u in units if u[0].method == "dora")
 
 
-def test_packing_is_off_by_default():
-    assert load_config("configs/demo.yaml").sweep.pack == "off"
+def test_packing_is_on_by_default():
+    assert load_config(ROOT / "configs/demo.yaml").sweep.pack == "auto"
 
 
 def test_a_padding_free_trial_runs_and_matches_the_padded_one(tmp_path):
