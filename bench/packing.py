@@ -87,9 +87,8 @@ def separate(base, examples, batch: int, k: int, pad_id: int, accelerator) -> Cl
 def together(base, examples, batch: int, k: int, pad_id: int, accelerator) -> Clock:
     """Training time of the same ``k`` trials packed (setup excluded)."""
     model = copy.deepcopy(base)
-    init = stacked.initialise("lora", model, {0: spec()})
-    gens = [init.generator(0, accelerator.device) for _ in range(k)]
-    stack = stacked.install(model, [init.factors[0]] * k, init.scaling, 0.0, gens)
+    init = stacked.initialise(model, {("lora", 0): spec()})
+    stack = init.install(model, [("lora", 0)] * k, 0.0)
     model = accelerator.prepare_model(model)  # the trial's autocast (bf16 on a GPU)
     specs = [train_spec(batch, lr) for lr in LRS[:k]]
     noop = [lambda record: None] * k

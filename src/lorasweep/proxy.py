@@ -28,6 +28,7 @@ from pathlib import Path
 from lorasweep import results
 from lorasweep.config import StudyConfig
 from lorasweep.errors import UserError
+from lorasweep.rundir import RunDir, TrialDir
 
 
 def proxy_alpha(adapter, rank: int) -> float:
@@ -82,7 +83,7 @@ def study_flops(run_dir: Path) -> float | None:
 
     total = 0.0
     for d in _finished(run_dir):
-        t = results.read_json(d / "metrics.json").get("train", {})
+        t = results.read_json(d.metrics).get("train", {})
         f = train_flops(t.get("input_tokens"), t.get("frozen_parameters"), t.get("trainable_parameters"))
         if f is None:
             return None
@@ -92,12 +93,12 @@ def study_flops(run_dir: Path) -> float | None:
 
 def study_seconds(run_dir: Path) -> float:
     """Wall seconds of every finished trial in ``run_dir`` (training and evaluation, one worker each)."""
-    return sum(float(results.read_json(d / "status.json").get("seconds", 0.0)) for d in _finished(run_dir))
+    return sum(float(results.read_json(d.status).get("seconds", 0.0)) for d in _finished(run_dir))
 
 
-def _finished(run_dir: Path) -> list[Path]:
-    trials = run_dir / "trials"
-    return [d for d in sorted(trials.iterdir()) if (d / "metrics.json").exists()] if trials.is_dir() else []
+def _finished(run_dir: Path) -> list[TrialDir]:
+    """The trial directories of ``run_dir`` that hold metrics, in name order."""
+    return [d for d in RunDir(run_dir).trial_dirs() if d.metrics.exists()]
 
 
 def recommend(cfg: StudyConfig, run_dir: Path) -> dict:

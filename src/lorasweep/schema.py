@@ -203,13 +203,26 @@ class SweepConfig:
     gpus_per_trial: float = _f(0.0, "ray: GPUs per trial (fractions pack trials onto one GPU)", min=0)
     pack: str = _f(
         "auto",
-        "auto: trials of one method and batch size (LoRA, PiSSA, MiLoRA; fp32; LoRA only under bf16 "
-        "autocast) train together in one pass over a shared frozen base (up to 8 adapters and "
+        "auto: trials of one batch size train together in one pass over a shared frozen base (LoRA, "
+        "LoRA+, rsLoRA, PiSSA, MiLoRA, OLoRA; DoRA and full fine-tuning alone; up to 8 adapters and "
         "sweep.pack_rows rows per forward, so on a CPU where it is faster: B <= 8 at the default "
         "max_micro_batch 16; local and Ray backends); equal to training alone up to float rounding. "
         "Groups depend on the search round only and an interrupted group re-runs whole, so a resumed "
         "study is bit-identical to an uninterrupted one. off: every trial alone",
         choices=("auto", "off"),
+    )
+    pack_methods: str = _f(
+        "auto",
+        "together: a group mixes methods (residual methods then keep the base W and subtract their "
+        "frozen initial term, the correction form); apart: one method per group (in fp32 a residual "
+        "method's group writes its residual into the base, as its trial alone does); auto: together "
+        "under autocast (a GPU, where the residual methods use the correction form anyway), else apart",
+        choices=("auto", "together", "apart"),
+    )
+    pack_generation: bool = _f(
+        True,
+        "a packed group's members decode the evaluation prompts in shared batches, each row through "
+        "its own unmerged adapter (false: one member after another, each merged into the base)",
     )
     pack_rows: int | None = _f(
         None,

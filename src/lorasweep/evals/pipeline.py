@@ -72,6 +72,7 @@ def evaluate(
         "max_new_tokens": settings.max_new_tokens,
         "batch_size": settings.batch_size,
         "decoding": "greedy",
-        "backend": "hf" if settings.generator is None else "vllm",
+        # a generator names itself (a packed group's shared batches: "hf-packed"); vLLM's does not
+        "backend": "hf" if settings.generator is None else getattr(settings.generator, "backend", "vllm"),
     }
     return {**metrics, "protocol": protocol}

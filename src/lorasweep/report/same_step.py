@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from lorasweep import results  # noqa: E402
 from lorasweep.report.tuned import StudyResults  # noqa: E402
+from lorasweep.rundir import RunDir, TrialDir  # noqa: E402
 
 
 @dataclass
@@ -32,8 +33,8 @@ class Curves:
         return statistics.fmean(v) if v else None
 
 
-def _curve(trial_dir: Path) -> dict[int, float]:
-    path = trial_dir / "steps.jsonl"
+def _curve(trial_dir: TrialDir) -> dict[int, float]:
+    path = trial_dir.steps
     if not path.exists():
         return {}
     out = {}
@@ -49,7 +50,7 @@ def load(run_dir: Path, res: StudyResults) -> Curves:
     for key, t in res.tuned.items():
         if t.best.cell is None:
             continue
-        seeds = [_curve(run_dir / "trials" / tid) for tid in t.best.cell.ids]
+        seeds = [_curve(RunDir(run_dir).trial(tid)) for tid in t.best.cell.ids]
         steps = set.intersection(*(set(c) for c in seeds)) if seeds else set()
         if steps:
             per_cell[key] = {s: [c[s] for c in seeds] for s in sorted(steps)}

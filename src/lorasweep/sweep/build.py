@@ -22,6 +22,7 @@ from lorasweep import adapters, models
 from lorasweep.adapters import stacked
 from lorasweep.config import StudyConfig
 from lorasweep.data.cache import encoded_train
+from lorasweep.evals import packed_generation as generation
 from lorasweep.evals.heldout import heldout_loss
 from lorasweep.sweep.grid import Trial
 from lorasweep.train import batching, device, loop, packed
@@ -43,9 +44,11 @@ class Unit:
     save: Callable[[int, dict, Path], Path]
     """(member, its adapter tensors from ``members.state``, trial dir) -> the exported folder that
     applies to the original base model (the method's ``export``)."""
-    generation_models: Callable[[list[int]], Iterator[tuple[int, Any]]]
-    """After training, for the completed members: (member, a model computing its function, for
-    generation) one at a time."""
+    generation_models: Callable[[dict[int, int]], Iterator[tuple[int, Any, Any]]]
+    """After training, given {member: its position among the completed members} for the members to
+    evaluate: (member, a model computing its function, a generator or None) one at a time; the
+    generator (prompts -> completions) of a packed group decodes every member's prompts in shared
+    batches (``evals/generation.py``)."""
     heldout: Callable[[list, int], list[float]]
     """(encoded rows, rows per forward) -> the held-out loss of each member still training."""
 
@@ -80,11 +83,11 @@ def _alone(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
     members = loop.SingleModel(prepared, accelerator, specs[0], tok.pad_token_id, groups)
     plain = accelerator.unwrap_model(prepared)
 
-    def generation_models(finished: list[int]) -> Iterator[tuple[int, Any]]:
-        if finished:
+    def generation_models(members: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
+        if members:
             merged = method.merge(plain)  # ~1.4x faster generation; same function
             merged.eval()
-            yield 0, merged
+            yield 0, merged, None
 
     def heldout(rows: list, batch: int) -> list[float]:
         with _eval_mode(plain):
@@ -99,41 +102,59 @@ def _alone(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
 
 def _stacked(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
     autocast = accelerator.mixed_precision != "no"
-    seeds = sorted({t.seed for t in trials})
-    method = trials[0].method
+    members = [(t.method, t.seed) for t in trials]
     init = stacked.initialise(
-        method, base, {s: adapters.AdapterSpec.of(cfg.adapter, s, autocast) for s in seeds}
+        base, {m: adapters.AdapterSpec.of(cfg.adapter, m[1], autocast) for m in dict.fromkeys(members)}
     )
-    generators = [init.generator(t.seed, accelerator.device) for t in trials]
-    stack = stacked.install(
-        base, [init.factors[t.seed] for t in trials], init.scaling, cfg.adapter.dropout, generators
-    )
-    template = init.template
+    stack = init.install(base, members, cfg.adapter.dropout)
+    template = init.templates[trials[0].method]  # every method: the same adapted layers and shapes
     trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in template.parameters() if not p.requires_grad)
     model = accelerator.prepare_model(base)
-    members = packed.StackedMembers(model, stack, tok.pad_token_id, accelerator.device)
+    members_ = packed.StackedMembers(model, stack, tok.pad_token_id, accelerator.device)
 
-    def generation_models(finished: list[int]) -> Iterator[tuple[int, Any]]:
+    def generation_models(evaluated: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
         plain = accelerator.unwrap_model(model)
-        stacked.uninstall(plain, stack)  # the plain base again; each member is merged into it in turn
         plain.eval()
-        for pos, k in enumerate(finished):
-            saved = stacked.merge(stack, pos)  # ~1.4x faster generation; same function
-            try:
-                yield k, plain
-            finally:
-                stacked.unmerge(stack, saved)
+        if not cfg.sweep.pack_generation:
+            yield from _merged_in_turn(plain, stack, evaluated)
+            return
+        ev = cfg.eval
+        positions = list(evaluated.values())
+        shared = generation.PackedGeneration(plain, stack, tok, positions, ev.max_new_tokens, ev.batch_size)
+        try:
+            for k, pos in evaluated.items():
+                stack.route = [pos]  # every row is member k's: held-out loss, MT-Bench
+                yield k, plain, shared.generator(pos)
+        finally:
+            stack.route = None
 
     def heldout(rows: list, batch: int) -> list[float]:
         with _eval_mode(model):
             return packed.stacked_heldout_losses(model, stack.size, rows, tok.pad_token_id, batch)
 
-    save = lambda k, state, path: _save_adapter(method, template, state, path)  # noqa: E731
+    def save(k: int, state: dict, path: Path) -> Path:
+        method = trials[k].method
+        return _save_adapter(method, init.templates[method], state, path)
+
     return Unit(
-        trials, accelerator, tok, rows, split, specs, members, trainable, frozen,
+        trials, accelerator, tok, rows, split, specs, members_, trainable, frozen,
         save, generation_models, heldout,
     )  # fmt: skip
+
+
+def _merged_in_turn(plain, stack, evaluated: dict[int, int]) -> Iterator[tuple[int, Any, None]]:
+    """Each member merged into the plain base in turn (``sweep.pack_generation: false``)."""
+    stacked.uninstall(plain, stack)
+    try:
+        for k, pos in evaluated.items():
+            saved = stacked.merge(stack, pos)  # ~1.4x faster generation than unmerged; same function
+            try:
+                yield k, plain, None
+            finally:
+                stacked.unmerge(stack, saved)
+    finally:
+        stacked.reinstall(plain, stack)
 
 
 @contextlib.contextmanager

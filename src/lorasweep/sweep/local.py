@@ -21,7 +21,7 @@ from lorasweep.config import StudyConfig
 from lorasweep.locks import RunLock
 from lorasweep.rundir import RunDir
 from lorasweep.sweep.grid import Trial
-from lorasweep.sweep.packing import run_line, units_to_run
+from lorasweep.sweep.packing import kept, run_line, units_to_run
 from lorasweep.sweep.resume import Progress, todo
 from lorasweep.sweep.trial import run_unit
 
@@ -46,8 +46,8 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker(cfg: StudyConfig, unit: list[Trial], run_dir: str) -> dict[str, dict]:
-    return run_unit(cfg, unit, RunDir(run_dir), log=lambda m: None)
+def _worker(cfg: StudyConfig, unit: list[Trial], run_dir: str, keep: frozenset[str]) -> dict[str, dict]:
+    return run_unit(cfg, unit, RunDir(run_dir), lambda m: None, keep)
 
 
 def run_sweep(
@@ -69,19 +69,23 @@ def run_sweep(
         )
         if not units:
             return
-        progress = Progress(len(trials), len(trials) - sum(map(len, units)), total_steps, run_dir, log)
+        progress = Progress(len(trials), len(trials) - len(pending), total_steps, run_dir, log)
+        keep = kept(units, pending)
         if cfg.sweep.backend == "inprocess":
             for unit in units:
-                for t in unit:
+                todo_here = [t for t in unit if t.id not in keep]
+                for t in todo_here:
                     progress.started(t)
-                records = run_unit(cfg, unit, RunDir(run_dir), log)
-                for t in unit:
+                records = run_unit(cfg, unit, RunDir(run_dir), log, keep)
+                for t in todo_here:
                     progress.finished(t, records[t.id])
             return
-        _run_pool(cfg, units, run_dir, progress)
+        _run_pool(cfg, units, run_dir, progress, keep)
 
 
-def _run_pool(cfg: StudyConfig, units: list[list[Trial]], run_dir: Path, progress: Progress) -> None:
+def _run_pool(
+    cfg: StudyConfig, units: list[list[Trial]], run_dir: Path, progress: Progress, keep: frozenset[str]
+) -> None:
     threads = str(cfg.sweep.threads_per_worker)
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -98,14 +102,16 @@ def _run_pool(cfg: StudyConfig, units: list[list[Trial]], run_dir: Path, progres
             while queue or futures:
                 while queue and len(futures) < cfg.sweep.workers:
                     unit = queue.pop(0)
-                    futures[pool.submit(_worker, cfg, unit, str(run_dir))] = unit
+                    futures[pool.submit(_worker, cfg, unit, str(run_dir), keep)] = unit
                     for t in unit:
-                        progress.started(t)
+                        if t.id not in keep:
+                            progress.started(t)
                 finished, _ = cf.wait(futures, timeout=5, return_when=cf.FIRST_COMPLETED)
                 for f in finished:
                     unit, records = futures.pop(f), f.result()
                     for t in unit:
-                        progress.finished(t, records[t.id])
+                        if t.id not in keep:
+                            progress.finished(t, records[t.id])
                 progress.tick()
     finally:
         for k, v in saved.items():

@@ -1,11 +1,13 @@
 """Which trials train together (``sweep.pack``): the units of work a backend hands ``trial.run_unit``.
 
 Trials that share the frozen base and the batch split can train in one pass (``train/packed.py``):
-the same method (LoRA's base is the model; PiSSA's and MiLoRA's the residual of a full SVD, the same for
-every seed) and the same effective batch.  LRs and seeds may differ: a member with its own seed gets
-its own rows.  PiSSA with a randomised SVD (``adapter.pissa_niter``) has a residual base per seed, so
-its groups also share the seed.  Across methods nothing is packed (that would need the original base
-plus a frozen -B0·A0 correction per PiSSA/MiLoRA member).
+the same effective batch, and a base they can share.  LRs and seeds may differ: a member with its own
+seed gets its own rows.  With ``sweep.pack_methods`` apart (the fp32 default) a group holds one method:
+LoRA's base is the model; PiSSA's, MiLoRA's and OLoRA's the residual of their init, the same for every
+seed (PiSSA with a randomised SVD, ``adapter.pissa_niter``, has a residual base per seed, so its groups
+also share the seed).  Together (the default under autocast) methods mix over the original base, every
+residual member subtracting its own frozen initial term (the correction form, ``adapters/stacked.py``),
+so a search round packs by batch size, not by method.  DoRA and full fine-tuning train alone.
 
 Every member's directory is the one a trial alone writes (``trial.run_unit``: config, status, steps,
 metrics, adapter, export, evaluation, provenance), plus a ``packed`` entry in ``provenance.json``
@@ -50,17 +52,25 @@ def trial_autocast(cfg: StudyConfig) -> str:
 
 
 def packable_methods(cfg: StudyConfig) -> frozenset[str]:
-    """Methods whose trials pack.  Without autocast: LoRA, PiSSA, MiLoRA (``stacked.PACKABLE``).  Under
-    bf16 autocast (a GPU) LoRA only: a PiSSA or MiLoRA trial alone then keeps the original base and
-    subtracts its initial factors in fp32 (``docs/method.md``), which the stacked layer, writing the
-    residual into the base, does not reproduce."""
+    """Methods whose trials pack (``stacked.PACKABLE``): LoRA, LoRA+, PiSSA, MiLoRA, OLoRA, in fp32
+    and under bf16 autocast (residual methods then in the correction form, as their trials alone)."""
     from lorasweep.adapters.stacked import PACKABLE
 
-    return frozenset(PACKABLE) if trial_autocast(cfg) == "no" else frozenset({"lora"})
+    return frozenset(PACKABLE)
+
+
+def methods_together(cfg: StudyConfig) -> bool:
+    """Whether a group mixes methods (``sweep.pack_methods``)."""
+    if cfg.sweep.pack_methods == "auto":
+        return trial_autocast(cfg) != "no"
+    return cfg.sweep.pack_methods == "together"
 
 
 def _base_key(cfg: StudyConfig, t: Trial) -> tuple:
-    seed_bound = t.method == "pissa" and cfg.adapter.pissa_niter is not None  # randomised SVD
+    if methods_together(cfg):  # every residual member in the correction form: one base, W
+        return (t.batch_size,)
+    # a randomised SVD (PiSSA's adapter.pissa_niter) gives each seed its own residual base
+    seed_bound = t.method == "pissa" and cfg.adapter.pissa_niter is not None and trial_autocast(cfg) == "no"
     return (t.method, t.batch_size, t.seed if seed_bound else None)
 
 
@@ -90,12 +100,12 @@ def groups(cfg: StudyConfig, trials: list[Trial]) -> list[list[Trial]]:
         return [[t] for t in trials]
     methods = packable_methods(cfg)
     by_key: dict[tuple, list[Trial]] = {}
-    out = [[t] for t in trials if t.method not in methods]  # DoRA, OLoRA, LoRA+, full: alone
+    out = [[t] for t in trials if t.method not in methods]  # DoRA, full fine-tuning: alone
     for t in trials:
         if t.method in methods:
             by_key.setdefault(_base_key(cfg, t), []).append(t)
     for members in by_key.values():
-        members = sorted(members, key=lambda t: (t.seed, t.lr))
+        members = sorted(members, key=lambda t: (t.method, t.seed, t.lr))
         cap = group_cap(cfg, members[0].batch_size)
         n = math.ceil(len(members) / cap)
         size = math.ceil(len(members) / n)
@@ -113,10 +123,19 @@ def units_to_run(cfg: StudyConfig, trials: list[Trial], pending: list[Trial]) ->
 
 def run_line(trials: list[Trial], units: list[list[Trial]], pending: list[Trial]) -> str:
     """The sweep's opening line: how many trials are finished and how many run."""
-    running = sum(map(len, units))
-    again = running - len(pending)
-    line = f"{len(trials) - running} already finished, {running} to run"
-    return line + (f" ({again} finished with an interrupted group: it runs again whole)" if again else "")
+    again = sum(map(len, units)) - len(pending)
+    line = f"{len(trials) - len(pending)} already finished, {len(pending)} to run"
+    if again:
+        line += (
+            f" ({again} finished member(s) train again with their interrupted group; their results are kept)"
+        )
+    return line
+
+
+def kept(units: list[list[Trial]], pending: list[Trial]) -> frozenset[str]:
+    """Ids of the finished members of ``units`` (``trial.run_unit``'s ``keep``)."""
+    waiting = {t.id for t in pending}
+    return frozenset(t.id for unit in units for t in unit if t.id not in waiting)
 
 
 def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
@@ -130,7 +149,8 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
         ]
     units = groups(cfg, trials)
     lines = [
-        f"packing: {len(trials)} trials in {len(units)} training pass(es) (same method and batch size; at "
+        f"packing: {len(trials)} trials in {len(units)} training pass(es) (same batch size"
+        f"{'' if methods_together(cfg) else ' and method'}; at "
         f"most {MAX_GROUP} adapters and {cfg.sweep.pack_rows or cfg.train.max_micro_batch} rows per forward)"
     ]
     if cfg.train.lr_search == "bracket":
@@ -139,7 +159,6 @@ def describe(cfg: StudyConfig, trials: list[Trial]) -> list[str]:
         if len(unit) > 1:
             lrs = ", ".join(sorted({f"{t.lr:g}" for t in unit}, key=float))
             seeds = ", ".join(str(s) for s in sorted({t.seed for t in unit}))
-            lines.append(
-                f"  {unit[0].method} B={unit[0].batch_size}: {len(unit)} trials (LRs {lrs}; seeds {seeds})"
-            )
+            methods = "+".join(sorted({t.method for t in unit}))
+            lines.append(f"  {methods} B={unit[0].batch_size}: {len(unit)} trials (LRs {lrs}; seeds {seeds})")
     return lines

@@ -58,10 +58,9 @@ def run_sweep_ray(
     settings = ray_settings(cfg)
     run_dir = Path(run_dir).resolve()  # Ray workers may start in another directory
     with RunLock.held(run_dir):
-        waiting = todo(cfg, trials, run_dir)
-        units = units_to_run(cfg, trials, waiting)  # an interrupted group re-runs whole
-        pending = [t for unit in units for t in unit]
-        log(f"{len(trials)} trials: {run_line(trials, units, waiting)} ({settings.describe()})")
+        pending = todo(cfg, trials, run_dir)
+        units = units_to_run(cfg, trials, pending)  # an interrupted group re-runs whole (finished kept)
+        log(f"{len(trials)} trials: {run_line(trials, units, pending)} ({settings.describe()})")
         if not pending:
             return
         progress = Progress(len(trials), len(trials) - len(pending), total_steps or {}, run_dir, log)
@@ -102,7 +101,8 @@ def _ray_trial(config: dict, *, cfg: StudyConfig, run_dir: str, threads: int, cw
     else:
         from lorasweep.sweep.trial import run_unit
 
-        done = run_unit(cfg, unit, rd, log=lambda m: None)
+        keep = [t.id for t in unit if _finished(cfg, t, rd.trial(t))]  # their results stay as written
+        done = run_unit(cfg, unit, rd, lambda m: None, keep)
         records = {tid: {**r, "skipped": False} for tid, r in done.items()}
     failed = [t for t in unit if records[t.id]["state"] == "failed"]
     if failed:

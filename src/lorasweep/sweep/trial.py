@@ -11,12 +11,13 @@ one by one, so a killed unit leaves its finished members finished.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from lorasweep import results, trackers
 from lorasweep.config import StudyConfig
@@ -34,10 +35,19 @@ def run_trial(cfg: StudyConfig, trial: Trial, run_dir: RunDir, log: Callable[[st
 
 
 def run_unit(
-    cfg: StudyConfig, trials: list[Trial], run_dir: RunDir, log: Callable[[str], None] = print
+    cfg: StudyConfig,
+    trials: list[Trial],
+    run_dir: RunDir,
+    log: Callable[[str], None] = print,
+    keep: Collection[str] = (),
 ) -> dict[str, dict]:
     """Train and evaluate ``trials`` into their directories of ``run_dir`` (each cleared first);
     return each trial's status record by id.
+
+    ``keep``: ids of members already finished (a group interrupted after some members were written
+    runs again whole, so that no member's numbers depend on where it was killed).  They train with
+    the group, but their directories are left as they are: not cleared, evaluated or rewritten; their
+    record is the stored one, with ``"kept": True``.
 
     Never raises for a failing trial: the failure is recorded (state ``failed`` with the traceback)
     so the sweep goes on.  KeyboardInterrupt propagates and leaves state ``running`` (re-run on resume).
@@ -46,7 +56,8 @@ def run_unit(
     """
     run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     started = time.time()
-    dirs = {t.id: run_dir.trial(t) if device.is_main_process() else None for t in trials}
+    writes = device.is_main_process()
+    dirs = {t.id: run_dir.trial(t) if writes and t.id not in keep else None for t in trials}
     for t in trials:
         if dirs[t.id] is not None:
             _start(dirs[t.id], cfg, t, started)
@@ -58,6 +69,9 @@ def run_unit(
         for t in trials:
             if t.id not in records:
                 records[t.id] = _failed(dirs[t.id], e, tb, started, log)
+    for t in trials:
+        if t.id in keep:
+            records[t.id] = {**results.read_json(run_dir.trial(t).status), "kept": True}
     return records
 
 
@@ -94,10 +108,15 @@ def _train_and_evaluate(cfg, trials, dirs, run_dir: RunDir, records, started, lo
         out = loop.run_steps(unit.members, unit.train_set, unit.specs, on_step, writer.left, probe)
         finished = [k for k, r in enumerate(out) if r.status == "completed"]
         exported = {k: writer.save(k, unit.members.state(pos)) for pos, k in enumerate(finished)}
-        for k, model in unit.generation_models(finished):
+        for k in finished:
+            if dirs[trials[k].id] is None:  # kept, or another rank's: nothing to evaluate or write
+                writer.write(k, out[k], None)
+        evaluated = {k: pos for pos, k in enumerate(finished) if dirs[trials[k].id] is not None}
+        for k, model, shared in unit.generation_models(evaluated):
             try:
-                evaluate = lambda d, k=k, m=model: _evaluate(cfg, m, unit, d, run_dir, exported[k])  # noqa: E731
-                writer.write(k, out[k], evaluate)
+                writer.write(
+                    k, out[k], functools.partial(_evaluate, cfg, model, unit, run_dir, exported[k], shared)
+                )
             except Exception as e:  # this member failed; the others still get evaluated
                 records[trials[k].id] = _failed(dirs[trials[k].id], e, traceback.format_exc(), started, log)
 
@@ -211,8 +230,10 @@ def train_metrics(result, split, trainable: int, frozen: int, accelerator) -> di
     }
 
 
-def _evaluate(cfg: StudyConfig, model, unit: Unit, out: TrialDir, run_dir: RunDir, exported) -> dict:
-    generator = None
+def _evaluate(
+    cfg: StudyConfig, model, unit: Unit, run_dir: RunDir, exported, generator, out: TrialDir
+) -> dict:
+    """``generator``: the packed group's shared decoding (None: ``model.generate``, or vLLM)."""
     if cfg.eval.backend == "vllm":  # serve the adapter that applies to the original base model
         from lorasweep import models
         from lorasweep.evals.vllm_backend import vllm_generator  # imports vllm: only when asked

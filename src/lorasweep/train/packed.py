@@ -35,7 +35,8 @@ from lorasweep.train.loop import TrainResult, TrainSpec, run_steps, shifted_labe
 
 class StackedAdamW:
     """``torch.optim.AdamW`` (``foreach`` arithmetic, amsgrad off) on a (K, P) buffer, one LR and
-    weight decay per row: the K members' updates in a few tensor operations."""
+    weight decay per row: the K members' updates in a few tensor operations.  A parameter group's
+    ``lr_scale`` (LoRA+'s B matrices) multiplies its member's columns (``AdapterStack.lr_scale``)."""
 
     def __init__(self, stack: AdapterStack, betas=(0.9, 0.999), eps: float = 1e-8):
         self.stack = stack
@@ -52,17 +53,19 @@ class StackedAdamW:
 
     @torch.no_grad()
     def step(self, lrs: list[float], weight_decays: list[float]) -> None:
-        p, g = self.stack.flat, self.stack.grad
+        p, g, scale = self.stack.flat, self.stack.grad, self.stack.lr_scale  # scale: (K, P) or None
         self.steps += 1
         column = lambda values: torch.tensor(values, dtype=p.dtype, device=p.device).unsqueeze(1)  # noqa: E731
         if any(weight_decays):
-            p.mul_(column([1 - lr * wd for lr, wd in zip(lrs, weight_decays, strict=True)]))
+            decay = column([lr * wd for lr, wd in zip(lrs, weight_decays, strict=True)])
+            p.mul_(1 - (decay if scale is None else decay * scale))
         self.exp_avg.lerp_(g, 1 - self.beta1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         bias1 = 1 - self.beta1**self.steps
         bias2_sqrt = (1 - self.beta2**self.steps) ** 0.5
         denom = (self.exp_avg_sq.sqrt() / bias2_sqrt).add_(self.eps)
-        p.add_((self.exp_avg / denom) * column([-(lr / bias1) for lr in lrs]))
+        step = column([-(lr / bias1) for lr in lrs])
+        p.add_((self.exp_avg / denom) * (step if scale is None else step * scale))
 
 
 @torch.no_grad()
