@@ -98,7 +98,9 @@ def compare(new: dict, old: dict) -> int:
         nv, ov = f["_values"], o["_values"]
         curve = max(_max_rel(nv["curve"][k], ov["curve"][k]) for k in nv["curve"])
         tensor = max(_max_rel(nv["tensors"][k], ov["tensors"][k]) for k in nv["tensors"])
-        print(f"{tid}: differs (same: {same}); largest relative difference: curve {curve:.2e}, adapter {tensor:.2e}")
+        print(
+            f"{tid}: differs (same: {same}); largest relative difference: curve {curve:.2e}, adapter {tensor:.2e}"
+        )
     return differing
 
 
@@ -110,9 +112,18 @@ def main() -> int:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "lorasweep.cli", "run", str(ROOT / "configs/demo.yaml"), *(PACKED if args.packed else OVERRIDES)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "lorasweep.cli",
+            "run",
+            str(ROOT / "configs/demo.yaml"),
+            *(PACKED if args.packed else OVERRIDES),
+        ]
         subprocess.run([*cmd, f"output_dir={run}"], check=True, cwd=ROOT)
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        )
         cells = {d.name: fingerprint(d) for d in sorted((run / "trials").iterdir()) if d.is_dir()}
     Path(args.out).write_text(json.dumps({"git": sha.stdout.strip(), "cells": cells}))
     print(f"{len(cells)} cells -> {args.out}")

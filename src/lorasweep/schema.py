@@ -219,10 +219,13 @@ class SweepConfig:
         "under autocast (a GPU, where the residual methods use the correction form anyway), else apart",
         choices=("auto", "together", "apart"),
     )
-    pack_generation: bool = _f(
-        True,
-        "a packed group's members decode the evaluation prompts in shared batches, each row through "
-        "its own unmerged adapter (false: one member after another, each merged into the base)",
+    pack_generation: str = _f(
+        "auto",
+        "on: a packed group's members decode the evaluation prompts in shared batches, each row through "
+        "its own unmerged adapter (the same greedy tokens); off: one member after another, each merged "
+        "into the base; auto: on where the trials run on CUDA (decoding reads the weights once for K "
+        "members), off on a CPU (measured 0.66-0.88x there, bench/packed_generation.py)",
+        choices=("auto", "on", "off"),
     )
     pack_rows: int | None = _f(
         None,

@@ -76,7 +76,9 @@ def test_interrupted_sweep_resumes_without_rerunning(tmp_path, how):
     proc = start(out)
     log, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, log
-    assert f"8 trials: {len(before)} already finished, {8 - len(before)} to run" in log
+    # (a CI run once missed this line after Ctrl-C with no way to tell why: show the log's head)
+    expected = f"8 trials: {len(before)} already finished, {8 - len(before)} to run"
+    assert expected in log, (expected, sorted(before), log[:3000])
     after = completed(out)
     assert len(after) == 8
     assert all(after[t] == stamp for t, stamp in before.items())  # finished trials were not re-run

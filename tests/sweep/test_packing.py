@@ -35,6 +35,7 @@ MICRO = [
     "eval.batch_size=8",
     "sweep.backend=inprocess",
     "sweep.pack=auto",  # the default; these tests are about packing
+    "sweep.pack_generation=on",  # auto would merge member by member on a CPU
     "report.reference_batch_size=null",
     "report.reference_lr=null",
 ]

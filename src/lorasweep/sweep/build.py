@@ -116,7 +116,8 @@ def _stacked(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
     def generation_models(evaluated: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
         plain = accelerator.unwrap_model(model)
         plain.eval()
-        if not cfg.sweep.pack_generation:
+        mode = cfg.sweep.pack_generation
+        if mode == "off" or (mode == "auto" and accelerator.device.type != "cuda"):
             yield from _merged_in_turn(plain, stack, evaluated)
             return
         ev = cfg.eval
@@ -144,7 +145,7 @@ def _stacked(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
 
 
 def _merged_in_turn(plain, stack, evaluated: dict[int, int]) -> Iterator[tuple[int, Any, None]]:
-    """Each member merged into the plain base in turn (``sweep.pack_generation: false``)."""
+    """Each member merged into the plain base in turn (``sweep.pack_generation``: off, or auto on a CPU)."""
     stacked.uninstall(plain, stack)
     try:
         for k, pos in evaluated.items():
