@@ -224,7 +224,7 @@ class SweepConfig:
         "on: a packed group's members decode the evaluation prompts in shared batches, each row through "
         "its own unmerged adapter (the same greedy tokens); off: one member after another, each merged "
         "into the base; auto: on where the trials run on CUDA (decoding reads the weights once for K "
-        "members), off on a CPU (measured 0.66-0.88x there, bench/packed_generation.py)",
+        "members), off on a CPU (measured 0.66-0.88x there in two runs, bench/packed_generation.py)",
         choices=("auto", "on", "off"),
     )
     pack_rows: int | None = _f(

@@ -368,3 +368,20 @@ def test_a_sweep_that_mixes_methods_equals_its_trials_alone(tmp_path):
             abs(mp["gsm8k"]["heldout_loss"] - ma["gsm8k"]["heldout_loss"])
             <= TOL * ma["gsm8k"]["heldout_loss"]
         )
+
+
+def test_seeds_with_their_own_residual_base_share_a_group_in_the_correction_form(tmp_path):
+    """PiSSA with a randomised SVD starts each seed from its own factors; packed together
+    (``sweep.pack_methods=together``) both seeds keep W and their own correction, and each member's
+    plain-LoRA export (for the original base) uses its own initial factors, as its trial alone."""
+    extra = ("adapter.methods=[pissa]", "adapter.pissa_niter=2", "train.learning_rates=[5e-3]")
+    log: list[str] = []
+    trials = sweep(tmp_path / "packed", *extra, "sweep.pack_methods=together", log=log.append)
+    sweep(tmp_path / "alone", *extra, "sweep.pack=off")
+    assert any(line.startswith("[packed 2:") for line in log)
+    for t in trials:
+        p, a = tmp_path / "packed" / "trials" / t.id, tmp_path / "alone" / "trials" / t.id
+        assert results.read_json(p / "status.json")["state"] == "completed", t.id
+        tp, ta = (load_file(d / "adapter_plain_lora" / "adapter_model.safetensors") for d in (p, a))
+        for k in ta:
+            assert ((tp[k] - ta[k]).norm() / ta[k].norm()).item() <= 5 * TOL, (t.id, k)

@@ -40,10 +40,9 @@ class StackedLoraLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)
-        route = self.stack.route
+        index = self.stack.route_index
         a, b, a0, b0 = self.a, self.b, self.a0, self.b0
-        if route is not None:  # evaluation: the slices belong to these members (one: every row)
-            index = torch.tensor(route, device=a.device)
+        if index is not None:  # evaluation: the slices belong to these members (one: every row)
             a, b = a.index_select(0, index), b.index_select(0, index)
             if a0 is not None:
                 a0, b0 = a0.index_select(0, index), b0.index_select(0, index)
@@ -89,8 +88,16 @@ class AdapterStack:
         self.grad = torch.zeros_like(flat)
         self.lr_scale = lr_scale  # (K, P) multipliers of each member's LR per column, or None (all 1)
         self.initial = initial  # (K, P) the initial factors (correction form), or None
-        self.route: list[int] | None = None
+        self.route_index: torch.Tensor | None = None  # ``route`` on the device, made once per change
         self._bind()
+
+    @property
+    def route(self) -> list[int] | None:
+        return None if self.route_index is None else self.route_index.tolist()
+
+    @route.setter
+    def route(self, members: list[int] | None) -> None:
+        self.route_index = None if members is None else torch.tensor(members, device=self.flat.device)
 
     @property
     def size(self) -> int:
@@ -177,7 +184,6 @@ class Initial:
 
     templates: dict[str, nn.Module]  # method -> a PEFT model of it; saves a member's adapter in PEFT's format
     factors: dict[Member, dict[str, tuple[torch.Tensor, torch.Tensor]]]  # -> layer -> (A0, B0)
-    exports: dict[Member, dict[str, torch.Tensor]]  # -> PEFT state at init (residual methods' export)
     rng: dict[Member, torch.Tensor]  # -> the global RNG state after init (the dropout stream)
     scaling: float
     lr_scales: dict[str, dict[str, tuple[float, float]]]  # method -> layer -> LR multipliers of (A, B)
@@ -196,7 +202,6 @@ class Initial:
     def install(self, model: nn.Module, members: list[Member], dropout: float) -> AdapterStack:
         """Stack ``members`` (a (method, seed) may repeat: one adapter each) on ``model``."""
         device = next(model.parameters()).device
-        corrected = self.correction and any(PACKABLE[m] for m, _ in members)
         return install(
             model,
             [self.factors[m] for m in members],
@@ -204,7 +209,7 @@ class Initial:
             dropout,
             [self.generator(m, device) for m in members],
             [self.lr_scales[m] for m, _ in members],
-            corrected,
+            self.correction,
         )
 
 
@@ -226,15 +231,19 @@ def initialise(base: nn.Module, specs: dict[Member, AdapterSpec]) -> Initial:
     error).  Under autocast (as its bf16 trial alone, ``residual.py``), or beside other methods, it
     takes the correction form: ``base`` stays W and each member subtracts its own s·B0·A0."""
     from lorasweep import adapters
-    from lorasweep.adapters import residual as residual_base
 
     unknown = sorted({m for m, _ in specs} - set(PACKABLE))
     if unknown:
         raise ValueError(f"{', '.join(unknown)} does not pack (packable: {', '.join(PACKABLE)})")
     residual = {m for m, _ in specs if PACKABLE[m]}
     mixed = len({m for m, _ in specs}) > 1
-    correction = bool(residual) and (mixed or any(spec.autocast for spec in specs.values()))
-    templates, factors, exports, rng, lr_scales = {}, {}, {}, {}, {}
+    # a randomised SVD (PiSSA's pissa_niter) gives every seed its own residual: no shared W - s·B0·A0
+    per_seed = len({s for _, s in specs}) > 1 and any(
+        m == "pissa" and spec.pissa_niter is not None for (m, _), spec in specs.items()
+    )
+    autocast = any(spec.autocast for spec in specs.values())
+    correction = bool(residual) and (mixed or autocast or per_seed)
+    templates, factors, rng, lr_scales = {}, {}, {}, {}
     for (method, seed), spec in specs.items():
         torch.manual_seed(seed)
         peft_model = adapters.attach(
@@ -246,8 +255,6 @@ def initialise(base: nn.Module, specs: dict[Member, AdapterSpec]) -> Initial:
             n: (m.lora_A["default"].weight.detach().clone(), m.lora_B["default"].weight.detach().clone())
             for n, m in layers.items()
         }
-        if PACKABLE[method]:
-            exports[method, seed] = residual_base.initial_state(peft_model)
         if method not in templates:
             templates[method] = peft_model
             groups = adapters.get(method).param_groups(peft_model, spec)
@@ -276,7 +283,7 @@ def initialise(base: nn.Module, specs: dict[Member, AdapterSpec]) -> Initial:
         with torch.no_grad():
             for n, m in lora_layers(templates[next(iter(residual))]).items():
                 base.get_submodule(n).weight.copy_(m.get_base_layer().weight)
-    return Initial(templates, factors, exports, rng, scalings.pop(), lr_scales, correction)
+    return Initial(templates, factors, rng, scalings.pop(), lr_scales, correction)
 
 
 def install(

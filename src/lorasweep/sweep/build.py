@@ -48,7 +48,7 @@ class Unit:
     """After training, given {member: its position among the completed members} for the members to
     evaluate: (member, a model computing its function, a generator or None) one at a time; the
     generator (prompts -> completions) of a packed group decodes every member's prompts in shared
-    batches (``evals/generation.py``)."""
+    batches (``evals/packed_generation.py``)."""
     heldout: Callable[[list, int], list[float]]
     """(encoded rows, rows per forward) -> the held-out loss of each member still training."""
 
@@ -83,8 +83,8 @@ def _alone(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
     members = loop.SingleModel(prepared, accelerator, specs[0], tok.pad_token_id, groups)
     plain = accelerator.unwrap_model(prepared)
 
-    def generation_models(members: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
-        if members:
+    def generation_models(evaluated: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
+        if evaluated:
             merged = method.merge(plain)  # ~1.4x faster generation; same function
             merged.eval()
             yield 0, merged, None
@@ -102,16 +102,16 @@ def _alone(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
 
 def _stacked(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
     autocast = accelerator.mixed_precision != "no"
-    members = [(t.method, t.seed) for t in trials]
+    keys = [(t.method, t.seed) for t in trials]
     init = stacked.initialise(
-        base, {m: adapters.AdapterSpec.of(cfg.adapter, m[1], autocast) for m in dict.fromkeys(members)}
+        base, {m: adapters.AdapterSpec.of(cfg.adapter, m[1], autocast) for m in dict.fromkeys(keys)}
     )
-    stack = init.install(base, members, cfg.adapter.dropout)
+    stack = init.install(base, keys, cfg.adapter.dropout)
     template = init.templates[trials[0].method]  # every method: the same adapted layers and shapes
     trainable = sum(p.numel() for p in template.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in template.parameters() if not p.requires_grad)
     model = accelerator.prepare_model(base)
-    members_ = packed.StackedMembers(model, stack, tok.pad_token_id, accelerator.device)
+    members = packed.StackedMembers(model, stack, tok.pad_token_id, accelerator.device)
 
     def generation_models(evaluated: dict[int, int]) -> Iterator[tuple[int, Any, Any]]:
         plain = accelerator.unwrap_model(model)
@@ -136,10 +136,10 @@ def _stacked(cfg, trials, accelerator, base, tok, rows, split, specs) -> Unit:
 
     def save(k: int, state: dict, path: Path) -> Path:
         method = trials[k].method
-        return _save_adapter(method, init.templates[method], state, path)
+        return _save_adapter(method, init.templates[method], state, init.factors[keys[k]], path)
 
     return Unit(
-        trials, accelerator, tok, rows, split, specs, members_, trainable, frozen,
+        trials, accelerator, tok, rows, split, specs, members, trainable, frozen,
         save, generation_models, heldout,
     )  # fmt: skip
 
@@ -168,14 +168,18 @@ def _eval_mode(model) -> Iterator[None]:
         model.train(was_training)
 
 
-def _save_adapter(method: str, template, state: dict, path: Path) -> Path:
+def _save_adapter(method: str, template, state: dict, initial: dict, path: Path) -> Path:
     """Write a packed member's adapter through its method's export, as a trial alone writes it
-    (``adapter/``, and for PiSSA/MiLoRA ``adapter_plain_lora/`` for the original base model)."""
+    (``adapter/``, and for residual methods ``adapter_plain_lora/`` for the original base model, from
+    the member's own initial factors ``initial``: with a randomised SVD they differ by seed)."""
     with torch.no_grad():
         for name, layer in stacked.lora_layers(template).items():
             a, b = state[name]
             layer.lora_A["default"].weight.copy_(a)
             layer.lora_B["default"].weight.copy_(b)
+            if hasattr(layer, "init_A"):  # residual methods (``adapters/residual.py``)
+                layer.init_A.copy_(initial[name][0])
+                layer.init_B.copy_(initial[name][1])
     return adapters.get(method).export(template, path)
 
 
